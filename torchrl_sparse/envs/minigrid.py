@@ -1,0 +1,293 @@
+"""Multi-task MiniGrid suites (MT3, MT5, MT7) as one batched TorchRL environment.
+
+The suites follow MOORE (Hendawy et al. 2024) and Todorov et al. (2025). All sub-environments
+live in a single :class:`~torchrl.envs.EnvBase` with ``batch_size=[n_envs]`` that steps raw
+MiniGrid environments in a Python loop and builds one TensorDict per step, so TorchRL's
+per-env overhead is paid once per step instead of once per task.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers the MiniGrid-* ids with gymnasium)
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import Compose, EnvBase, TransformedEnv
+
+from torchrl_sparse.transforms import MiniGridObservation, TaskOneHot
+
+__all__ = [
+    "MINIGRID_RETURN_NORMALIZERS",
+    "MINIGRID_SUITES",
+    "MiniGridMultiTaskEnv",
+    "make_minigrid_env",
+    "minigrid_task_ids",
+]
+
+MINIGRID_SUITES: dict[str, tuple[str, ...]] = {
+    "MT3": ("LavaGapS7", "RedBlueDoors-6x6", "MemoryS11"),
+    "MT5": ("DoorKey-6x6", "LavaGapS7", "RedBlueDoors-6x6", "DistShift1", "MemoryS11"),
+    "MT7": (
+        "DoorKey-6x6",
+        "DistShift1",
+        "RedBlueDoors-6x6",
+        "LavaGapS7",
+        "MemoryS11",
+        "SimpleCrossingS9N2",
+        "MultiRoom-N2-S4",
+    ),
+}
+"""Task names per suite, in task-id order (the gymnasium id is ``MiniGrid-<name>-v0``)."""
+
+MINIGRID_RETURN_NORMALIZERS: dict[str, float] = {
+    "DoorKey-6x6": 0.9725,
+    "DistShift1": 0.9607,
+    "RedBlueDoors-6x6": 0.9900,
+    "LavaGapS7": 0.9633,
+    "MemoryS11": 0.9777,
+    "SimpleCrossingS9N2": 0.9583,
+    "MultiRoom-N2-S4": 0.8875,
+}
+"""Best achievable return per task; reported returns are divided by it."""
+
+_NUM_ACTIONS = 7
+_SAMPLING_MODES = ("lockstep", "random")
+
+
+def minigrid_task_ids(suite: str) -> list[str]:
+    """Gymnasium ids of the tasks of a MiniGrid suite, in task-id order.
+
+    Args:
+        suite: one of ``"MT3"``, ``"MT5"``, ``"MT7"``.
+
+    Returns:
+        The ``MiniGrid-...-v0`` ids.
+
+    Raises:
+        ValueError: if the suite is unknown.
+
+    Examples:
+        >>> minigrid_task_ids("MT3")
+        ['MiniGrid-LavaGapS7-v0', 'MiniGrid-RedBlueDoors-6x6-v0', 'MiniGrid-MemoryS11-v0']
+    """
+    if suite not in MINIGRID_SUITES:
+        raise ValueError(f"Unknown MiniGrid suite {suite!r}; allowed: {sorted(MINIGRID_SUITES)}.")
+    return [f"MiniGrid-{name}-v0" for name in MINIGRID_SUITES[suite]]
+
+
+class MiniGridMultiTaskEnv(EnvBase):
+    """A multi-task MiniGrid suite stepped as one batched TorchRL environment.
+
+    The environment holds ``n_tasks * envs_per_task`` sub-environment slots and emits raw
+    MiniGrid data; use :func:`make_minigrid_env` to get the float channels-first observation
+    and the task one-hot through transforms.
+
+    Keys (batch shape ``[n_envs]``; the same keys appear under ``"next"`` after a step):
+
+    - ``"observation"``: ``uint8 [n_envs, 7, 7, 3]``, the egocentric symbolic grid
+      (``ImgObsWrapper``'s ``image``).
+    - ``"task_id"``: ``int64 [n_envs]``, the task each slot is running.
+    - ``"episode_return"``: ``float32 [n_envs, 1]``, return of the running episode so far
+      (at a ``done`` step it is the final episode return; reset to 0 on reset).
+    - ``"episode_length"``: ``int64 [n_envs, 1]``, steps in the running episode so far.
+    - ``"normalized_return"``: ``float32 [n_envs, 1]``, ``episode_return`` divided by the best
+      achievable return of the slot's task (:data:`MINIGRID_RETURN_NORMALIZERS`).
+    - ``"action"``: ``int64 [n_envs]`` in ``[0, 7)``; ``"reward"``: ``float32 [n_envs, 1]``;
+      ``"done"``, ``"terminated"``, ``"truncated"``: ``bool [n_envs, 1]``.
+
+    Sub-environments do not reset themselves: as for any batched TorchRL env, finished slots are
+    reset through ``"_reset"`` (``env.step_and_maybe_reset``, collectors, ``rollout``).
+
+    Args:
+        suite: ``"MT3"``, ``"MT5"`` or ``"MT7"``.
+        envs_per_task: sub-environments per task; ``n_envs = n_tasks * envs_per_task``.
+        task_sampling: ``"lockstep"`` (MOORE: slot ``i`` always runs task
+            ``i // envs_per_task``, so every task is stepped in every step) or ``"random"``
+            (Todorov: each slot draws a task uniformly at random at every episode start).
+        seed: seeds task sampling and every sub-environment; equal seeds give equal rollouts.
+        device: device of the emitted tensors.
+
+    Raises:
+        ValueError: for an unknown suite or sampling mode, or ``envs_per_task < 1``.
+
+    Examples:
+        >>> env = MiniGridMultiTaskEnv("MT3", envs_per_task=2, seed=0)
+        >>> env.batch_size
+        torch.Size([6])
+        >>> td = env.rollout(3)
+        >>> td["next", "observation"].shape, td["task_id"][0].tolist()
+        (torch.Size([6, 3, 7, 7, 3]), [0, 0, 1, 1, 2, 2])
+    """
+
+    def __init__(
+        self,
+        suite: str = "MT3",
+        envs_per_task: int = 1,
+        task_sampling: Literal["lockstep", "random"] = "lockstep",
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.task_ids_gym = minigrid_task_ids(suite)
+        if task_sampling not in _SAMPLING_MODES:
+            raise ValueError(
+                f"Unknown task_sampling {task_sampling!r}; allowed: {list(_SAMPLING_MODES)}."
+            )
+        if envs_per_task < 1:
+            raise ValueError(f"envs_per_task must be >= 1, got {envs_per_task}.")
+        self.suite = suite
+        self.task_names = list(MINIGRID_SUITES[suite])
+        self.num_tasks = len(self.task_names)
+        self.envs_per_task = envs_per_task
+        self.task_sampling = task_sampling
+        n = self.num_tasks * envs_per_task
+        super().__init__(batch_size=torch.Size([n]), device=device)
+        self.normalizers = torch.tensor(
+            [MINIGRID_RETURN_NORMALIZERS[name] for name in self.task_names], dtype=torch.float32
+        )
+        self._normalizers_np = self.normalizers.numpy()
+        # One raw env per (slot, task), created on first use: in lockstep mode each slot only
+        # ever needs its own task.
+        self._envs: list[dict[int, gym.Env]] = [{} for _ in range(n)]
+        self._obs = np.zeros((n, 7, 7, 3), dtype=np.uint8)
+        self._task = np.arange(n, dtype=np.int64) // envs_per_task
+        self._ep_return = np.zeros(n, dtype=np.float32)
+        self._ep_length = np.zeros(n, dtype=np.int64)
+        self._make_specs(n)
+        self._set_seed(seed)
+
+    def _make_specs(self, n: int) -> None:
+        shape = torch.Size([n])
+        self.observation_spec = Composite(
+            observation=Bounded(0, 255, shape=(n, 7, 7, 3), dtype=torch.uint8, device=self.device),
+            task_id=Bounded(
+                0, self.num_tasks - 1, shape=shape, dtype=torch.int64, device=self.device
+            ),
+            episode_return=Unbounded(shape=(n, 1), dtype=torch.float32, device=self.device),
+            episode_length=Unbounded(shape=(n, 1), dtype=torch.int64, device=self.device),
+            normalized_return=Unbounded(shape=(n, 1), dtype=torch.float32, device=self.device),
+            shape=shape,
+            device=self.device,
+        )
+        self.action_spec = Categorical(
+            _NUM_ACTIONS, shape=shape, dtype=torch.int64, device=self.device
+        )
+        self.reward_spec = Unbounded(shape=(n, 1), dtype=torch.float32, device=self.device)
+        done = Categorical(2, shape=(n, 1), dtype=torch.bool, device=self.device)
+        self.done_spec = Composite(
+            done=done, terminated=done.clone(), truncated=done.clone(), shape=shape
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        # Each (slot, task) env is re-seeded on its next reset from its own stream.
+        self._pending_seed: set[tuple[int, int]] = set()
+        if seed is not None:
+            self._pending_seed = {
+                (slot, task) for slot in range(self.batch_size[0]) for task in range(self.num_tasks)
+            }
+
+    def _get_env(self, slot: int, task: int) -> tuple[gym.Env, int | None]:
+        envs = self._envs[slot]
+        if task not in envs:
+            envs[task] = gym.make(self.task_ids_gym[task]).unwrapped
+        seed = None
+        if (slot, task) in self._pending_seed:
+            self._pending_seed.discard((slot, task))
+            seed = int(np.random.SeedSequence([self._seed, slot, task]).generate_state(1)[0])
+        return envs[task], seed
+
+    def _state_td(self, done: np.ndarray, terminated: np.ndarray, truncated: np.ndarray):
+        n = self.batch_size[0]
+        ep_return = self._ep_return.copy()
+        return TensorDict(
+            {
+                "observation": torch.from_numpy(self._obs.copy()),
+                "task_id": torch.from_numpy(self._task.copy()),
+                "episode_return": torch.from_numpy(ep_return).unsqueeze(-1),
+                "episode_length": torch.from_numpy(self._ep_length.copy()).unsqueeze(-1),
+                "normalized_return": torch.from_numpy(
+                    ep_return / self._normalizers_np[self._task]
+                ).unsqueeze(-1),
+                "done": torch.from_numpy(done).view(n, 1),
+                "terminated": torch.from_numpy(terminated).view(n, 1),
+                "truncated": torch.from_numpy(truncated).view(n, 1),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        n = self.batch_size[0]
+        reset = None if tensordict is None else tensordict.get("_reset", None)
+        slots = range(n) if reset is None else reset.view(n).nonzero().view(-1).tolist()
+        for slot in slots:
+            if self.task_sampling == "random":
+                self._task[slot] = self._rng.integers(self.num_tasks)
+            env, seed = self._get_env(slot, int(self._task[slot]))
+            obs, _ = env.reset(seed=seed)
+            self._obs[slot] = obs["image"]
+            self._ep_return[slot] = 0.0
+            self._ep_length[slot] = 0
+        zeros = np.zeros(n, dtype=bool)
+        return self._state_td(zeros, zeros, zeros)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        n = self.batch_size[0]
+        actions = tensordict.get("action").view(n).tolist()
+        reward = np.zeros(n, dtype=np.float32)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        for slot, action in enumerate(actions):
+            env = self._envs[slot][self._task[slot]]
+            obs, r, term, trunc, _ = env.step(action)
+            self._obs[slot] = obs["image"]
+            reward[slot] = r
+            terminated[slot] = term
+            truncated[slot] = trunc
+        self._ep_return += reward
+        self._ep_length += 1
+        td = self._state_td(terminated | truncated, terminated, truncated)
+        td.set("reward", torch.from_numpy(reward).unsqueeze(-1))
+        return td
+
+
+def make_minigrid_env(
+    suite: str = "MT3",
+    envs_per_task: int = 1,
+    task_sampling: Literal["lockstep", "random"] = "lockstep",
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+) -> TransformedEnv:
+    """Build a MiniGrid suite with the paper's observation processing.
+
+    Wraps :class:`MiniGridMultiTaskEnv` with :class:`~torchrl_sparse.transforms.MiniGridObservation`
+    (``"observation"`` becomes ``float32 [n_envs, 3, 7, 7]``, unscaled) and
+    :class:`~torchrl_sparse.transforms.TaskOneHot` (adds ``"task_onehot"``,
+    ``float32 [n_envs, n_tasks]``).
+
+    Args:
+        suite: ``"MT3"``, ``"MT5"`` or ``"MT7"``.
+        envs_per_task: sub-environments per task.
+        task_sampling: ``"lockstep"`` or ``"random"`` (see :class:`MiniGridMultiTaskEnv`).
+        seed: seed for reproducible rollouts.
+        device: device of the emitted tensors.
+
+    Returns:
+        The transformed environment.
+
+    Examples:
+        >>> from torchrl.envs.utils import check_env_specs
+        >>> env = make_minigrid_env("MT5", seed=0)
+        >>> check_env_specs(env)
+        >>> env.reset()["observation"].shape
+        torch.Size([5, 3, 7, 7])
+    """
+    base = MiniGridMultiTaskEnv(
+        suite, envs_per_task=envs_per_task, task_sampling=task_sampling, seed=seed, device=device
+    )
+    return TransformedEnv(base, Compose(MiniGridObservation(), TaskOneHot(base.num_tasks)))

@@ -1,0 +1,503 @@
+"""The :class:`Sparsifier`: masks that hold everywhere a weight lives.
+
+The masks belong to the sparsifier, the weights stay plain ``nn.Parameter``s (no
+``torch.nn.utils.prune``, no parametrizations): TorchRL losses capture their parameters when
+they are built, so anything that re-registers ``weight`` afterwards breaks them. Instead the
+sparsifier keeps pruned entries exactly zero in
+
+* the gradients (a post-accumulate-grad hook, so gradient clipping sees the sparse gradient),
+* the weights and every optimizer state tensor shaped like a weight (an optimizer step
+  post-hook, for any ``torch.optim`` optimizer),
+* target-network copies and stacked ensemble copies (``SACLoss``), at every topology change;
+  ``SoftUpdate``/``HardUpdate`` of zero onto zero keeps them zero in between.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from torchrl_sparse.sparse.distributions import LayerDistribution, Uniform
+from torchrl_sparse.sparse.masks import num_active
+from torchrl_sparse.sparse.methods import GMP, MethodContext, RigL, SparseMethod
+from torchrl_sparse.sparse.schedules import ResolvedSchedule
+from torchrl_sparse.sparse.targets import (
+    BiasPolicy,
+    GroupsLike,
+    SparseTarget,
+    as_groups,
+    find_targets,
+)
+
+__all__ = ["Sparsifier"]
+
+SCOPES = ("layer", "global")
+
+
+class Sparsifier:
+    """Makes the selected layers of a module or a TorchRL loss sparse, and keeps them sparse.
+
+    Args:
+        model: an ``nn.Module``, ``TensorDictModule`` or TorchRL ``LossModule``. With a loss,
+            layer names start with the network's name, e.g. ``"actor_network.module.0..."``
+            or ``"qvalue_network.module.net.0"``, and target-network copies follow the masks.
+        groups: ``{glob: sparsity}`` or a list of :class:`SparsityGroup`; each glob is matched
+            against layer names (``Linear``/``Conv`` module paths).
+        method: the sparse method (:class:`GMP`, :class:`SET`, :class:`RigL`,
+            :class:`StaticSparse`, :class:`IterativeMagnitudePruning`); default GMP.
+        distribution: how a group's target is split across its layers (:class:`Uniform`,
+            :class:`ER`, :class:`ERK`); default uniform.
+        scope: ``"layer"`` ranks magnitudes within each layer, ``"global"`` across each group
+            (magnitude methods only; random topologies always follow the distribution).
+        bias: ``"dense"`` keeps biases dense, ``"prune"`` prunes them at their layer's density,
+            ``"remove"`` zeroes and freezes them (the "no bias" condition).
+        total_steps: length of training in the unit counted by :meth:`step`; needed when a
+            schedule gives ``start``/``end`` as fractions, and checked against the schedule.
+        optimizer: optimizer(s) holding the masked parameters; also see
+            :meth:`attach_optimizer`.
+        seed: seed of the sparsifier's own generator (random topologies, SET regrowth). Use
+            the same seed on every rank; masks are also broadcast from rank 0 under
+            ``torch.distributed``.
+
+    Examples:
+        Make the actor of a PPO loss 90% sparse with GMP:
+
+        >>> import torch
+        >>> from tensordict.nn import TensorDictModule
+        >>> from torchrl.modules import MLP, ProbabilisticActor, ValueOperator
+        >>> from torchrl.objectives import ClipPPOLoss
+        >>> from torchrl_sparse.sparse import GMP, CubicSchedule, Sparsifier
+        >>> actor = ProbabilisticActor(
+        ...     TensorDictModule(MLP(in_features=4, out_features=3, num_cells=[64]),
+        ...                      ["observation"], ["logits"]),
+        ...     in_keys=["logits"], distribution_class=torch.distributions.Categorical,
+        ... )
+        >>> critic = ValueOperator(MLP(in_features=4, out_features=1, num_cells=[64]),
+        ...                        in_keys=["observation"])
+        >>> loss = ClipPPOLoss(actor, critic)
+        >>> optimizer = torch.optim.Adam(loss.parameters(), lr=1e-3)
+        >>> sparsifier = Sparsifier(
+        ...     loss, {"actor_network.*": 0.9}, method=GMP(CubicSchedule(0.0, 0.5, 10)),
+        ...     total_steps=100, optimizer=optimizer,
+        ... )
+        >>> for _ in range(100):  # loss(td)["loss_objective"].backward(); optimizer.step()
+        ...     sparsifier.step()
+        >>> round(sparsifier.stats()["sparsity/total"], 2)
+        0.9
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: GroupsLike,
+        method: SparseMethod | None = None,
+        distribution: LayerDistribution | None = None,
+        scope: Literal["layer", "global"] = "layer",
+        bias: BiasPolicy = "dense",
+        total_steps: int | None = None,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
+        self.model = model
+        self.groups = as_groups(groups)
+        self.method = method if method is not None else GMP()
+        self.distribution = distribution if distribution is not None else Uniform()
+        self.scope = scope
+        self.bias = bias
+        self.total_steps = total_steps
+        self.targets: list[SparseTarget] = find_targets(model, self.groups, bias)
+        self.schedule: ResolvedSchedule | None = (
+            self.method.schedule.resolve(total_steps) if self.method.schedule else None
+        )
+        if isinstance(self.method, RigL):
+            self.method.bind(self.schedule.end if self.schedule else None)
+        # Removed biases are all-zero and frozen; the method never sees them.
+        self._method_indices = [
+            i for i, t in enumerate(self.targets) if not (t.kind == "bias" and bias == "remove")
+        ]
+        self._managed = set(self._method_indices)
+        self.step_count = 0
+        self._last_increment = 1
+        self._generator = torch.Generator().manual_seed(seed)
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._handles: list[Any] = []
+        self._dense_grads: list[torch.Tensor | None] = [None] * len(self.targets)
+        self._collect_dense_grads = False
+
+        self.masks: list[torch.Tensor] = [torch.ones_like(t.param, dtype=torch.bool) for t in self]
+        for i in set(range(len(self.targets))) - set(self._method_indices):
+            self.masks[i] = torch.zeros_like(self.masks[i])
+        self.method.on_step(self._context())
+        self._set_masks(self._validated(self.method.init_masks(self._context())))
+        self._float_masks = self._make_float_masks()
+        for index, target in enumerate(self.targets):
+            self._handles.append(
+                target.param.register_post_accumulate_grad_hook(self._grad_hook(index))
+            )
+        if optimizer is not None:
+            self.attach_optimizer(optimizer)
+        self._plan_dense_grads()
+        self.apply_masks()
+
+    def __iter__(self) -> Iterable[SparseTarget]:
+        return iter(self.targets)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(method={self.method!r}, groups={self.groups!r}, "
+            f"distribution={type(self.distribution).__name__}, scope={self.scope!r}, "
+            f"bias={self.bias!r}, step={self.step_count}, targets={len(self.targets)})"
+        )
+
+    # ------------------------------------------------------------------ optimizer and hooks
+    def attach_optimizer(
+        self, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
+    ) -> None:
+        """Keep the optimizer(s)' state sparse and mask weights after every optimizer step.
+
+        Raises:
+            ValueError: a masked parameter is held by none of the optimizers.
+        """
+        optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else optimizer
+        optimizers = list(optimizers)
+        held = {
+            id(p)
+            for opt in [*self._optimizers, *optimizers]
+            for g in opt.param_groups
+            for p in g["params"]
+        }
+        missing = [t.name for t in self.targets if id(t.param) not in held]
+        if missing:
+            raise ValueError(
+                f"The optimizer does not hold the masked parameters {missing}; pass an optimizer "
+                "built on the sparsified model's (or loss's) parameters."
+            )
+        for opt in optimizers:
+            in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+            indices = [i for i, t in enumerate(self.targets) if id(t.param) in in_opt]
+            self._handles.append(opt.register_step_post_hook(self._optimizer_hook(indices)))
+            self._optimizers.append(opt)
+
+    def remove(self) -> None:
+        """Remove every hook the sparsifier installed; the weights keep their zeros."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._optimizers.clear()
+
+    def _grad_hook(self, index: int):
+        def hook(param: torch.Tensor) -> None:
+            if self._collect_dense_grads and index in self._managed:
+                self._dense_grads[index] = param.grad.detach().abs()
+            param.grad.mul_(self._float_masks[index])
+
+        return hook
+
+    def _optimizer_hook(self, indices: list[int]):
+        def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            with torch.no_grad():
+                self._mask_params(indices)
+                self._mask_optimizer_state(optimizer, indices)
+
+        return hook
+
+    def _mask_params(self, indices: Sequence[int]) -> None:
+        torch._foreach_mul_(
+            [self.targets[i].param for i in indices], [self._float_masks[i] for i in indices]
+        )
+
+    def _mask_optimizer_state(
+        self, optimizer: torch.optim.Optimizer, indices: Sequence[int]
+    ) -> None:
+        tensors, masks = [], []
+        for i in indices:
+            param = self.targets[i].param
+            for value in optimizer.state.get(param, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    tensors.append(value)
+                    masks.append(self._float_masks[i].to(value.dtype))
+        if tensors:
+            torch._foreach_mul_(tensors, masks)
+
+    def apply_masks(self) -> None:
+        """Zero every pruned entry: weights, copies (targets), gradients, optimizer state."""
+        with torch.no_grad():
+            everything = range(len(self.targets))
+            self._mask_params(everything)
+            for target, mask in zip(self.targets, self._float_masks, strict=True):
+                for copy in target.copies:
+                    copy.mul_(mask)
+                if target.param.grad is not None:
+                    target.param.grad.mul_(mask)
+            for optimizer in self._optimizers:
+                self._mask_optimizer_state(optimizer, everything)
+
+    # ------------------------------------------------------------------ steps and updates
+    def step(self, num_steps: int = 1) -> None:
+        """Advance the schedule by ``num_steps`` and update the topology when it is due.
+
+        Call it after ``optimizer.step()`` (and after the target-network update), counting in
+        the unit of ``total_steps``: ``1`` per optimizer step, or the frames of a batch.
+        """
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
+        previous = self.step_count
+        self.step_count += num_steps
+        self._last_increment = num_steps
+        self.method.on_step(self._context())
+        if self.schedule is not None and self.schedule.is_update_step(previous, self.step_count):
+            self.update_topology()
+        elif not self._optimizers:
+            with torch.no_grad():
+                self._mask_params(range(len(self.targets)))
+        self._plan_dense_grads()
+
+    def _plan_dense_grads(self) -> None:
+        # Dense gradients are copied only on the backward pass that precedes an update.
+        upcoming = self.step_count + self._last_increment
+        self._collect_dense_grads = bool(
+            self.method.needs_dense_grads
+            and self.schedule is not None
+            and self.schedule.is_update_step(self.step_count, upcoming)
+        )
+
+    def update_topology(self) -> None:
+        """Update the masks now (the method's update), whatever the schedule says."""
+        old = self.masks
+        new = self._validated(self.method.update_masks(self._context()))
+        new = self._broadcast(new)
+        merged = list(old)
+        for i, mask in zip(self._method_indices, new, strict=True):
+            merged[i] = mask
+        grown = [n & ~o for n, o in zip(merged, old, strict=True)]
+        self._set_masks(merged)
+        self._float_masks = self._make_float_masks()
+        with torch.no_grad():
+            # Grown connections start at zero, with zero optimizer state (RigL, SET).
+            for target, born in zip(self.targets, grown, strict=True):
+                if born.any():
+                    target.param.masked_fill_(born, 0.0)
+                    for opt in self._optimizers:
+                        for value in opt.state.get(target.param, {}).values():
+                            if isinstance(value, torch.Tensor) and value.shape == born.shape:
+                                value.masked_fill_(born, 0.0)
+        if self.method.resets_optimizer:
+            for opt in self._optimizers:
+                opt.state.clear()
+        self._dense_grads = [None] * len(self.targets)
+        self.apply_masks()
+
+    def _broadcast(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Give every rank rank 0's masks (identical masks under DDP)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return masks
+        synced = []
+        for mask in masks:
+            buffer = mask.to(torch.uint8)
+            dist.broadcast(buffer, src=0)
+            synced.append(buffer.bool())
+        return synced
+
+    def _context(self) -> MethodContext:
+        counts, global_groups = self._budget(self.step_count)
+        return MethodContext(
+            targets=[self.targets[i] for i in self._method_indices],
+            masks=[self.masks[i] for i in self._method_indices],
+            num_active=counts,
+            global_groups=global_groups,
+            generator=self._generator,
+            step=self.step_count,
+            model=self.model,
+            dense_grads=[self._dense_grads[i] for i in self._method_indices],
+        )
+
+    def _budget(self, step: int) -> tuple[list[int], list[tuple[list[int], int]] | None]:
+        """Active entries per copy of each method target at ``step``, and global budgets."""
+        fraction = self.schedule.fraction(step) if self.schedule is not None else 1.0
+        managed = [self.targets[i] for i in self._method_indices]
+        density_of_layer: dict[str, float] = {}
+        global_groups: list[tuple[list[int], int]] = []
+        for index, group in enumerate(self.groups):
+            members = [j for j, t in enumerate(managed) if t.group == index and t.kind == "weight"]
+            sparsity = group.sparsity * fraction
+            shapes = [managed[j].unit_shape for j in members]
+            for j, density in zip(
+                members, self.distribution.densities(shapes, sparsity), strict=True
+            ):
+                density_of_layer[managed[j].layer] = density
+            total = sum(managed[j].param.numel() for j in members)
+            global_groups.append((members, round((1.0 - sparsity) * total)))
+        counts = [num_active(density_of_layer[t.layer], t.unit_numel) for t in managed]
+        return counts, global_groups if self.scope == "global" else None
+
+    def _validated(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
+        managed = [self.targets[i] for i in self._method_indices]
+        if len(masks) != len(managed):
+            raise RuntimeError(
+                f"{type(self.method).__name__} returned {len(masks)} masks for "
+                f"{len(managed)} targets."
+            )
+        for target, mask in zip(managed, masks, strict=True):
+            if mask.shape != target.param.shape or mask.dtype != torch.bool:
+                raise RuntimeError(
+                    f"{type(self.method).__name__} returned a {mask.dtype} mask of shape "
+                    f"{tuple(mask.shape)} for {target.name!r} {tuple(target.param.shape)}."
+                )
+        return masks
+
+    def _set_masks(self, masks: list[torch.Tensor]) -> None:
+        if len(masks) == len(self.targets):
+            self.masks = [m.to(t.param.device) for m, t in zip(masks, self.targets, strict=True)]
+            return
+        merged = list(self.masks)
+        for i, mask in zip(self._method_indices, masks, strict=True):
+            merged[i] = mask.to(self.targets[i].param.device)
+        self.masks = merged
+
+    def _make_float_masks(self) -> list[torch.Tensor]:
+        return [m.to(t.param.dtype) for m, t in zip(self.masks, self.targets, strict=True)]
+
+    # ------------------------------------------------------------------ introspection
+    def named_masks(self, module: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Masks keyed by parameter name in ``module`` (default: the sparsified model).
+
+        The names are those of ``module.named_parameters()``, so the result plugs into any
+        tool that walks a module, e.g. the plasticity metrics and ReDo.
+
+        Examples:
+            >>> import torch
+            >>> from torchrl_sparse.sparse import Sparsifier, StaticSparse
+            >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+            >>> sparsifier = Sparsifier(net, {"0": 0.5}, method=StaticSparse())
+            >>> list(sparsifier.named_masks())
+            ['0.weight']
+        """
+        module = self.model if module is None else module
+        by_param = {id(t.param): m for t, m in zip(self.targets, self.masks, strict=True)}
+        return {
+            name: by_param[id(param)]
+            for name, param in module.named_parameters()
+            if id(param) in by_param
+        }
+
+    def stats(self) -> dict[str, float]:
+        """Sparsity statistics ready to log.
+
+        Returns ``sparsity/<layer>`` (fraction of pruned weights of each layer),
+        ``sparsity/total`` (over all selected weights), ``sparsity/nonzero_params`` and
+        ``sparsity/dense_params`` (over every parameter of the model).
+        """
+        stats: dict[str, float] = {}
+        pruned_weights = total_weights = pruned = 0
+        for target, mask in zip(self.targets, self.masks, strict=True):
+            zeros = int(mask.numel() - mask.sum())
+            pruned += zeros
+            if target.kind == "weight":
+                stats[f"sparsity/{target.layer}"] = zeros / mask.numel()
+                pruned_weights += zeros
+                total_weights += mask.numel()
+        dense = sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
+        stats["sparsity/total"] = pruned_weights / total_weights
+        stats["sparsity/nonzero_params"] = float(dense - pruned)
+        stats["sparsity/dense_params"] = float(dense)
+        return stats
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Masks, step, schedule position, RNG state and method state."""
+        return {
+            "step": self.step_count,
+            "last_increment": self._last_increment,
+            "masks": {t.name: m.clone() for t, m in zip(self.targets, self.masks, strict=True)},
+            "generator": self._generator.get_state(),
+            "method": self.method.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`, then re-apply the masks.
+
+        Raises:
+            ValueError: the checkpoint's masks do not fit this model (names or shapes).
+        """
+        masks = state["masks"]
+        expected = {t.name: tuple(t.param.shape) for t in self.targets}
+        found = {name: tuple(mask.shape) for name, mask in masks.items()}
+        if expected != found:
+            missing = sorted(set(expected) - set(found))
+            unexpected = sorted(set(found) - set(expected))
+            mismatched = {
+                n: (found[n], expected[n])
+                for n in set(found) & set(expected)
+                if found[n] != expected[n]
+            }
+            raise ValueError(
+                "The checkpoint's masks do not fit this model: "
+                f"missing {missing}, unexpected {unexpected}, "
+                f"shape (checkpoint, model) mismatches {mismatched}."
+            )
+        self._set_masks([masks[t.name].bool() for t in self.targets])
+        self._float_masks = self._make_float_masks()
+        self.step_count = int(state["step"])
+        self._last_increment = int(state["last_increment"])
+        self._generator.set_state(state["generator"])
+        self.method.load_state_dict(state["method"])
+        self._plan_dense_grads()
+        self.apply_masks()
+
+
+def flops_per_forward(
+    module: nn.Module, *inputs: Any, sparsifier: Sparsifier | None = None
+) -> dict[str, float]:
+    """Dense-equivalent and sparse FLOPs of one forward pass of ``module`` on ``inputs``.
+
+    Counts multiply-adds of ``Linear`` and ``Conv`` layers as 2 FLOPs each; a sparse layer
+    costs in proportion to its active weights. Other operations are ignored, as in the sparse
+    training literature.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl_sparse.sparse import Sparsifier, StaticSparse, flops_per_forward
+        >>> net = torch.nn.Sequential(
+        ...     torch.nn.Linear(10, 10), torch.nn.ReLU(), torch.nn.Linear(10, 1)
+        ... )
+        >>> sparsifier = Sparsifier(net, {"0": 0.5}, method=StaticSparse())
+        >>> flops_per_forward(net, torch.zeros(1, 10), sparsifier=sparsifier)
+        {'sparsity/dense_flops': 220.0, 'sparsity/sparse_flops': 120.0}
+    """
+    density: dict[int, float] = {}
+    if sparsifier is not None:
+        for target, mask in zip(sparsifier.targets, sparsifier.masks, strict=True):
+            if target.kind == "weight":
+                density[id(target.param)] = float(mask.float().mean())
+    totals = {"dense": 0.0, "sparse": 0.0}
+
+    def count(layer: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        batch = output.shape[0] if output.dim() > 1 else 1
+        if isinstance(layer, nn.Linear):
+            macs = layer.in_features * layer.out_features * (output.numel() // layer.out_features)
+        else:
+            kernel = math.prod(layer.weight.shape[1:])
+            macs = kernel * output.numel()
+        flops = 2.0 * macs / batch
+        totals["dense"] += flops
+        totals["sparse"] += flops * density.get(id(layer.weight), 1.0)
+
+    handles = [
+        m.register_forward_hook(count)
+        for m in module.modules()
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    ]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"sparsity/dense_flops": totals["dense"], "sparsity/sparse_flops": totals["sparse"]}
