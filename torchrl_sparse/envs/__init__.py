@@ -1,5 +1,10 @@
 """Multi-task environment suites: MiniGrid MT3/MT5/MT7 and MetaWorld MT10/MT50."""
 
+from torchrl_sparse.envs.metaworld import (
+    METAWORLD_SUITES,
+    MetaWorldMultiTaskEnv,
+    make_metaworld_env,
+)
 from torchrl_sparse.envs.minigrid import (
     MINIGRID_RETURN_NORMALIZERS,
     MINIGRID_SUITES,
@@ -7,11 +12,16 @@ from torchrl_sparse.envs.minigrid import (
     make_minigrid_env,
     minigrid_task_ids,
 )
+from torchrl_sparse.envs.stats import per_task_mean
 
 __all__ = [
+    "METAWORLD_SUITES",
     "MINIGRID_RETURN_NORMALIZERS",
     "MINIGRID_SUITES",
+    "MetaWorldMultiTaskEnv",
     "MiniGridMultiTaskEnv",
+    "make_metaworld_env",
     "make_minigrid_env",
     "minigrid_task_ids",
+    "per_task_mean",
 ]

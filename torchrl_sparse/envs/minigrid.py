@@ -119,7 +119,7 @@ class MiniGridMultiTaskEnv(EnvBase):
         >>> env.batch_size
         torch.Size([6])
         >>> td = env.rollout(3)
-        >>> td["next", "observation"].shape, td["task_id"][0].tolist()
+        >>> td["next", "observation"].shape, td["task_id"][:, 0].tolist()
         (torch.Size([6, 3, 7, 7, 3]), [0, 0, 1, 1, 2, 2])
     """
 

@@ -1,0 +1,42 @@
+"""Multi-task network building blocks: encoders, multi-head, MoE, MOORE, scaling, builders."""
+
+from torchrl_sparse.modules.builders import (
+    MINIGRID_ARCHITECTURES,
+    SAC_ARCHITECTURES,
+    make_minigrid_network,
+    make_ppo_actor,
+    make_ppo_critic,
+    make_sac_actor,
+    make_sac_network,
+    make_sac_qvalue,
+)
+from torchrl_sparse.modules.encoders import MLP, MiniGridCNN
+from torchrl_sparse.modules.heads import MultiHead, task_onehot
+from torchrl_sparse.modules.mixture import MOORE, MixtureOfExperts, MoE, gram_schmidt
+from torchrl_sparse.modules.networks import MultiTaskNetwork
+from torchrl_sparse.modules.scaling import count_parameters, match_width, multihead_mlp_param_count
+from torchrl_sparse.modules.temperature import TaskTemperature
+
+__all__ = [
+    "MINIGRID_ARCHITECTURES",
+    "MLP",
+    "MOORE",
+    "SAC_ARCHITECTURES",
+    "MiniGridCNN",
+    "MixtureOfExperts",
+    "MoE",
+    "MultiHead",
+    "MultiTaskNetwork",
+    "TaskTemperature",
+    "count_parameters",
+    "gram_schmidt",
+    "make_minigrid_network",
+    "make_ppo_actor",
+    "make_ppo_critic",
+    "make_sac_actor",
+    "make_sac_network",
+    "make_sac_qvalue",
+    "match_width",
+    "multihead_mlp_param_count",
+    "task_onehot",
+]

@@ -228,9 +228,8 @@ def dormant_ratio(
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
         >>> with torch.no_grad():
-        ...     net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
-        ...     net[0].bias.fill_(-10.0)  # both units dead
-        ...     net[0].bias[0] = 0.0  # unit 0 alive on positive inputs
+        ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+        ...     _ = net[0].bias.copy_(torch.tensor([0.0, -10.0]))  # unit 1 is dead
         >>> dormant_ratio(net, torch.ones(4, 2), tau=0.1).overall
         0.5
     """
@@ -409,7 +408,7 @@ def weight_norm(module: nn.Module) -> float:
         >>> from torch import nn
         >>> lin = nn.Linear(2, 1, bias=False)
         >>> with torch.no_grad():
-        ...     lin.weight.copy_(torch.tensor([[3.0, 4.0]]))
+        ...     _ = lin.weight.copy_(torch.tensor([[3.0, 4.0]]))
         >>> weight_norm(lin)
         5.0
     """

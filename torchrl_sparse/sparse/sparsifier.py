@@ -135,7 +135,7 @@ class Sparsifier:
         for i in set(range(len(self.targets))) - set(self._method_indices):
             self.masks[i] = torch.zeros_like(self.masks[i])
         self.method.on_step(self._context())
-        self._set_masks(self._validated(self.method.init_masks(self._context())))
+        self._set_masks(self._broadcast(self._validated(self.method.init_masks(self._context()))))
         self._float_masks = self._make_float_masks()
         for index, target in enumerate(self.targets):
             self._handles.append(

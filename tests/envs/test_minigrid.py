@@ -1,0 +1,144 @@
+"""Tests of the multi-task MiniGrid suites (real MiniGrid environments)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from torchrl_sparse.envs import (
+    MINIGRID_RETURN_NORMALIZERS,
+    MINIGRID_SUITES,
+    MiniGridMultiTaskEnv,
+    make_minigrid_env,
+    minigrid_task_ids,
+)
+
+
+def test_task_lists() -> None:
+    assert minigrid_task_ids("MT3") == [
+        "MiniGrid-LavaGapS7-v0",
+        "MiniGrid-RedBlueDoors-6x6-v0",
+        "MiniGrid-MemoryS11-v0",
+    ]
+    assert MINIGRID_SUITES["MT5"] == (
+        "DoorKey-6x6",
+        "LavaGapS7",
+        "RedBlueDoors-6x6",
+        "DistShift1",
+        "MemoryS11",
+    )
+    assert MINIGRID_SUITES["MT7"] == (
+        "DoorKey-6x6",
+        "DistShift1",
+        "RedBlueDoors-6x6",
+        "LavaGapS7",
+        "MemoryS11",
+        "SimpleCrossingS9N2",
+        "MultiRoom-N2-S4",
+    )
+    assert MINIGRID_RETURN_NORMALIZERS["MultiRoom-N2-S4"] == 0.8875
+
+
+@pytest.mark.parametrize("suite", ["MT3", "MT5", "MT7"])
+@pytest.mark.parametrize("task_sampling", ["lockstep", "random"])
+def test_specs(suite: str, task_sampling: str) -> None:
+    env = make_minigrid_env(suite, envs_per_task=2, task_sampling=task_sampling, seed=0)
+    check_env_specs(env)
+    n_tasks = len(MINIGRID_SUITES[suite])
+    td = env.reset()
+    assert td["observation"].shape == (2 * n_tasks, 3, 7, 7)
+    assert td["observation"].dtype == torch.float32
+    assert td["task_onehot"].shape == (2 * n_tasks, n_tasks)
+    assert td["task_id"].dtype == torch.int64
+
+
+def test_observation_is_unscaled_channels_first_grid() -> None:
+    base = MiniGridMultiTaskEnv("MT3", seed=3)
+    env = make_minigrid_env("MT3", seed=3)
+    raw = base.reset()["observation"]
+    obs = env.reset()["observation"]
+    assert torch.equal(obs, raw.permute(0, 3, 1, 2).float())
+    # Object indices (at most 10), not pixels scaled to [0, 1].
+    assert obs.max() > 1 and obs.max() <= 10
+    reference = gym.make("MiniGrid-LavaGapS7-v0")
+    assert raw.shape[1:] == reference.observation_space["image"].shape
+
+
+def test_seeding_reproduces_rollouts() -> None:
+    def run(seed: int) -> torch.Tensor:
+        env = make_minigrid_env("MT3", envs_per_task=2, task_sampling="random", seed=seed)
+        torch.manual_seed(seed)
+        td = env.rollout(150, break_when_any_done=False)
+        return torch.cat([td["next", "observation"].flatten(2), td["task_id"][..., None]], -1)
+
+    first, second, other = run(1), run(1), run(2)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+
+
+def test_lockstep_steps_every_task_every_step() -> None:
+    env = make_minigrid_env("MT5", envs_per_task=3, seed=0)
+    td = env.rollout(200, break_when_any_done=False)
+    expected = torch.arange(5).repeat_interleave(3)
+    assert (td["task_id"] == expected[:, None]).all()
+
+
+def test_random_sampling_draws_tasks_uniformly_per_episode() -> None:
+    env = MiniGridMultiTaskEnv("MT3", envs_per_task=2, task_sampling="random", seed=0)
+    td = env.rollout(1500, break_when_any_done=False)
+    # The task of a slot only changes at episode starts...
+    changed = td["task_id"][:, 1:] != td["task_id"][:, :-1]
+    assert not (changed & ~td["next", "done"][:, :-1, 0]).any()
+    # ...and episode-start draws cover all tasks about equally.
+    starts = torch.cat([td["task_id"][:, :1], td["task_id"][:, 1:][td["next", "done"][:, :-1, 0]]])
+    counts = torch.bincount(starts.flatten(), minlength=3).float()
+    assert counts.sum() > 60
+    assert (counts / counts.sum() - 1 / 3).abs().max() < 0.12
+
+
+def test_episode_statistics_and_normalized_return() -> None:
+    env = MiniGridMultiTaskEnv("MT3", envs_per_task=2, seed=0)
+    td = env.rollout(400, break_when_any_done=False)
+    nxt = td["next"]
+    # Running sums of the reward, reset at episode starts.
+    assert torch.allclose(nxt["episode_return"][:, 0], nxt["reward"][:, 0])
+    assert (nxt["episode_length"][:, 0] == 1).all()
+    done = nxt["done"][..., 0]
+    assert done.any()
+    norm = env.normalizers[td["task_id"]]
+    assert torch.allclose(nxt["normalized_return"][..., 0], nxt["episode_return"][..., 0] / norm)
+    steps = torch.cat([nxt["episode_length"][:, 1:][done[:, :-1]]])
+    assert (steps == 1).all()
+
+
+def test_normalizer_makes_the_best_return_one() -> None:
+    # The best LavaGapS7 episode needs 7 steps: 1 - 0.9 * 7 / 196 = 0.9679 < 0.9633 / 0.9633.
+    env = MiniGridMultiTaskEnv("MT3", seed=0)
+    max_steps = gym.make("MiniGrid-LavaGapS7-v0").unwrapped.max_steps
+    best = env.normalizers[0].item()
+    assert best == pytest.approx(1 - 0.9 * 8 / max_steps, abs=2e-3)
+
+
+def test_partial_reset_only_resets_requested_slots() -> None:
+    env = MiniGridMultiTaskEnv("MT3", seed=0)
+    td = env.reset()
+    td["action"] = torch.full((3,), 2)
+    td = env.step(td)["next"]
+    assert (td["episode_length"] == 1).all()
+    out = env.reset(td.set("_reset", torch.tensor([[True], [False], [False]])))
+    assert out["episode_length"].view(-1).tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"suite": "MT4"}, "allowed: \\['MT3', 'MT5', 'MT7'\\]"),
+        ({"task_sampling": "roundrobin"}, "allowed: \\['lockstep', 'random'\\]"),
+        ({"envs_per_task": 0}, "envs_per_task"),
+    ],
+)
+def test_bad_input(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        MiniGridMultiTaskEnv(**kwargs)

@@ -1,0 +1,135 @@
+"""Task-weighted mixtures of experts: MoE and MOORE (orthogonal experts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["MOORE", "MixtureOfExperts", "MoE", "gram_schmidt"]
+
+
+def gram_schmidt(experts: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Orthonormalise ``k`` expert outputs per sample with (classical) Gram-Schmidt.
+
+    The first vector is normalised; from each next one the projections on the basis built so far
+    are subtracted and the rest is normalised. ``eps`` is added to every norm so that a zero or
+    linearly dependent expert output gives a (near) zero vector instead of NaNs.
+
+    Args:
+        experts: ``[..., k, d]`` tensor, ``k <= d``.
+        eps: added to the norms for numerical safety.
+
+    Returns:
+        ``[..., k, d]`` tensor whose ``k`` rows are orthonormal for every sample.
+
+    Examples:
+        >>> basis = gram_schmidt(torch.randn(5, 3, 16))
+        >>> gram = basis @ basis.transpose(-1, -2)
+        >>> torch.allclose(gram, torch.eye(3).expand(5, 3, 3), atol=1e-5)
+        True
+    """
+    basis: list[torch.Tensor] = []
+    for i in range(experts.shape[-2]):
+        v = experts[..., i, :]
+        for b in basis:
+            v = v - (v * b).sum(-1, keepdim=True) * b
+        basis.append(v / (v.norm(dim=-1, keepdim=True) + eps))
+    return torch.stack(basis, dim=-2)
+
+
+class MixtureOfExperts(nn.Module):
+    """``tanh(sum_j w_j(task) * U_j(x))`` with task weights from a bias-free linear layer.
+
+    ``w = Linear(num_tasks, k, bias=False)(one_hot)`` (no softmax, as in MOORE). With
+    ``orthogonal=True`` the ``k`` expert outputs are orthonormalised per sample by
+    :func:`gram_schmidt` before mixing (MOORE); otherwise they are mixed as they are (MoE).
+
+    Args:
+        make_expert: called ``num_experts`` times to build freshly initialised experts, each
+            mapping ``[..., *in]`` to ``[..., d]``.
+        num_experts: ``k``, the number of experts.
+        num_tasks: length of the task one-hot.
+        orthogonal: Gram-Schmidt the expert outputs (MOORE).
+        eps: numerical epsilon of the orthogonalisation.
+
+    Raises:
+        ValueError: if ``num_experts < 1`` or ``num_tasks < 1``.
+
+    Examples:
+        >>> from torchrl_sparse.modules import MiniGridCNN
+        >>> moore = MixtureOfExperts(MiniGridCNN, num_experts=2, num_tasks=3, orthogonal=True)
+        >>> onehot = torch.eye(3)[torch.tensor([0, 2])]
+        >>> moore(torch.zeros(2, 3, 7, 7), onehot).shape
+        torch.Size([2, 1024])
+    """
+
+    def __init__(
+        self,
+        make_expert: Callable[[], nn.Module],
+        num_experts: int,
+        num_tasks: int,
+        orthogonal: bool = False,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"num_experts (k) must be >= 1, got {num_experts}.")
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}.")
+        self.experts = nn.ModuleList(make_expert() for _ in range(num_experts))
+        self.task_weights = nn.Linear(num_tasks, num_experts, bias=False)
+        self.orthogonal = orthogonal
+        self.eps = eps
+
+    @property
+    def num_experts(self) -> int:
+        """Number of experts ``k``."""
+        return len(self.experts)
+
+    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Expert outputs ``[..., k, d]``, orthonormalised per sample if ``orthogonal``."""
+        outs = torch.stack([expert(x) for expert in self.experts], dim=-2)
+        return gram_schmidt(outs, self.eps) if self.orthogonal else outs
+
+    def forward(self, x: torch.Tensor, task_onehot: torch.Tensor) -> torch.Tensor:
+        weights = self.task_weights(task_onehot)
+        mixed = (weights.unsqueeze(-1) * self.expert_outputs(x)).sum(-2)
+        return torch.tanh(mixed)
+
+
+class MoE(MixtureOfExperts):
+    """Mixture of experts without orthogonalisation (see :class:`MixtureOfExperts`).
+
+    Examples:
+        >>> from torchrl_sparse.modules import MLP
+        >>> moe = MoE(lambda: MLP(39, [400, 400, 400], activate_last=False), 4, 10)
+        >>> moe(torch.zeros(2, 39), torch.eye(10)[:2]).shape
+        torch.Size([2, 400])
+    """
+
+    def __init__(
+        self, make_expert: Callable[[], nn.Module], num_experts: int, num_tasks: int
+    ) -> None:
+        super().__init__(make_expert, num_experts, num_tasks, orthogonal=False)
+
+
+class MOORE(MixtureOfExperts):
+    """Mixture of orthogonal experts, Hendawy et al. 2024 (see :class:`MixtureOfExperts`).
+
+    Examples:
+        >>> from torchrl_sparse.modules import MLP
+        >>> moore = MOORE(lambda: MLP(39, [400, 400, 400], activate_last=False), 4, 10)
+        >>> moore.expert_outputs(torch.randn(2, 39)).shape
+        torch.Size([2, 4, 400])
+    """
+
+    def __init__(
+        self,
+        make_expert: Callable[[], nn.Module],
+        num_experts: int,
+        num_tasks: int,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(make_expert, num_experts, num_tasks, orthogonal=True, eps=eps)

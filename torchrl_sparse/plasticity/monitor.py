@@ -1,0 +1,330 @@
+"""A plasticity monitor for named modules, and its TorchRL ``Trainer`` hook.
+
+Keys emitted (flat strings; ``<name>`` is the monitored module's name, ``<layer>`` a hidden
+layer's readable name, see :mod:`~torchrl_sparse.plasticity.probes`):
+
+=========================================== ===================================================
+``plasticity/<name>/dormant_ratio``         pooled dormant ratio of all hidden layers
+``plasticity/<name>/dormant_ratio/<layer>`` dormant ratio of one hidden layer
+``plasticity/<name>/dormant_ratio/task_<t>`` pooled dormant ratio on task ``t``'s samples
+``plasticity/<name>/active_units``          fraction of units non-zero on some sample
+``plasticity/<name>/srank``                 srank (Kumar et al.) of the features
+``plasticity/<name>/entropy_rank``          entropy effective rank of the features
+``plasticity/<name>/stable_rank``           stable rank of the features
+``plasticity/<name>/feature_norm``          mean L2 norm of the features
+``plasticity/<name>/weight_norm``           global L2 norm of the parameters
+``plasticity/<name>/weight_drift``          ``||theta - theta_0||`` since construction
+``plasticity/<name>/grad_norm``             global L2 norm of the current gradients
+``plasticity/<name>/fisher_trace``          Fisher trace (policies only)
+=========================================== ===================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from tensordict import NestedKey, TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+from torchrl.trainers import Trainer, TrainerHookBase
+
+from torchrl_sparse.plasticity import metrics as M
+from torchrl_sparse.plasticity.fisher import fisher_trace
+from torchrl_sparse.plasticity.interventions import _Scheduled
+from torchrl_sparse.plasticity.masks import MaskSource, resolve_masks
+from torchrl_sparse.plasticity.probes import ActivationProbe, run_module
+from torchrl_sparse.plasticity.reservoir import ObservationReservoir
+
+__all__ = ["ALL_METRICS", "PlasticityMonitor", "PlasticityTrainerHook"]
+
+#: Every metric the monitor knows, in the order they are computed.
+ALL_METRICS: tuple[str, ...] = (
+    "dormant_ratio",
+    "active_units",
+    "srank",
+    "entropy_rank",
+    "stable_rank",
+    "feature_norm",
+    "weight_norm",
+    "weight_drift",
+    "grad_norm",
+    "fisher_trace",
+)
+_FEATURE_METRICS = {"srank", "entropy_rank", "stable_rank", "feature_norm"}
+_ACTIVATION_METRICS = {"dormant_ratio", "active_units"} | _FEATURE_METRICS
+
+
+class PlasticityMonitor:
+    """Compute a chosen set of plasticity metrics for named modules on a cadence.
+
+    Args:
+        modules: ``{name: module}``, e.g. ``{"actor": actor, "critic": critic}``; plain modules
+            and TensorDict modules both work.
+        metrics: subset of :data:`ALL_METRICS`.
+        tau: dormancy threshold, ``>= 0``.
+        delta: srank threshold in ``(0, 1)``.
+        every: compute every this many steps counted by :meth:`step` (the papers: 10,000
+            environment steps).
+        batch_size: size of the metric batch (the papers: 1,024).
+        features: ``{name: qualified submodule name}`` whose output is the representation for
+            the rank and feature-norm metrics (e.g. the shared trunk); default: the last hidden
+            layer of the module.
+        policies: names whose module is a policy for ``fisher_trace``; default: those with a
+            ``get_dist`` method (TorchRL ``ProbabilisticActor``).
+        masks: ``{name: masks or MaskProvider}``; units without incoming connections are not
+            counted and pruned weights are left out of the Fisher trace.
+        task_key: key of the task id (ids or one-hot) in TensorDict batches for per-task
+            dormant ratios.
+        reservoir: when given, metric batches are sampled from it instead of the passed batch.
+        input_key: key fed to plain (non-TensorDict) modules when the batch is a TensorDict.
+
+    Raises:
+        ValueError: on an unknown metric, a bad ``tau``/``delta``/``every``, an unknown module
+            name in ``features``/``policies``/``masks``, or a module without hidden layers when
+            an activation metric is requested.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> mon = PlasticityMonitor({"actor": net}, ["dormant_ratio", "srank"], every=100)
+        >>> out = mon.compute(torch.randn(64, 4))
+        >>> sorted(out.keys())
+        ['plasticity/actor/dormant_ratio', 'plasticity/actor/dormant_ratio/0', 'plasticity/actor/srank']
+        >>> mon.step(50, torch.randn(64, 4)) is None  # not due yet
+        True
+    """
+
+    def __init__(
+        self,
+        modules: Mapping[str, nn.Module],
+        metrics: Sequence[str] = ALL_METRICS,
+        *,
+        tau: float = 0.1,
+        delta: float = 0.01,
+        every: int = 10_000,
+        batch_size: int = 1_024,
+        features: Mapping[str, str] | None = None,
+        policies: Sequence[str] | None = None,
+        masks: Mapping[str, MaskSource] | None = None,
+        task_key: NestedKey | None = None,
+        reservoir: ObservationReservoir | None = None,
+        input_key: NestedKey = "observation",
+    ) -> None:
+        if not modules:
+            raise ValueError("modules must name at least one module to monitor, got {}")
+        unknown = [m for m in metrics if m not in ALL_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; allowed are {list(ALL_METRICS)}")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got batch_size={batch_size}")
+        self.modules = dict(modules)
+        self.metrics = tuple(m for m in ALL_METRICS if m in metrics)
+        self.tau = M.check_tau(tau)
+        self.delta = M.check_delta(delta)
+        self.batch_size = int(batch_size)
+        self.features = dict(features or {})
+        self.policies = (
+            list(policies)
+            if policies is not None
+            else [n for n, m in self.modules.items() if hasattr(m, "get_dist")]
+        )
+        self.masks = dict(masks or {})
+        for what, names in (
+            ("features", self.features),
+            ("policies", self.policies),
+            ("masks", self.masks),
+        ):
+            bad = [n for n in names if n not in self.modules]
+            if bad:
+                raise ValueError(f"{what} names unknown modules {bad}; allowed: {list(modules)}")
+        for name, sub in self.features.items():
+            self.modules[name].get_submodule(sub)
+        self.task_key = task_key
+        self.reservoir = reservoir
+        self.input_key = input_key
+        self._schedule = _Scheduled(every, None)
+        self._probes: dict[str, ActivationProbe] = {}
+        if _ACTIVATION_METRICS & set(self.metrics):
+            self._probes = {n: ActivationProbe(m) for n, m in self.modules.items()}
+        self.initial: dict[str, dict[str, torch.Tensor]] = {
+            n: {k: p.detach().clone() for k, p in m.named_parameters()}
+            for n, m in self.modules.items()
+        }
+
+    @property
+    def every(self) -> int:
+        """Cadence in steps."""
+        return self._schedule.every
+
+    def _metric_batch(self, batch: Any) -> Any:
+        if self.reservoir is not None:
+            return self.reservoir.sample(self.batch_size)
+        if batch is None:
+            raise ValueError("the monitor has no reservoir, so compute/step need a batch")
+        if isinstance(batch, TensorDictBase):
+            batch = batch.reshape(-1) if batch.batch_dims != 1 else batch
+            n = batch.batch_size[0] if batch.batch_dims else 0
+        else:
+            n = batch.shape[0] if batch.ndim else 0
+        if n == 0:
+            raise ValueError("the metric batch is empty: need a batch of >= 1 sample")
+        if n > self.batch_size:
+            batch = batch[torch.randperm(n)[: self.batch_size]]
+        return batch
+
+    def _input_for(self, module: nn.Module, batch: Any) -> Any:
+        if isinstance(batch, TensorDictBase) and not isinstance(module, TensorDictModuleBase):
+            return batch.get(self.input_key)
+        return batch
+
+    def compute(self, batch: TensorDictBase | torch.Tensor | None = None) -> TensorDict:
+        """Compute every selected metric now.
+
+        Args:
+            batch: the states to evaluate on (ignored when a reservoir is set; subsampled to
+                ``batch_size``).
+
+        Returns:
+            A TensorDict of 0-dim float tensors with the keys listed in :mod:`.monitor`.
+        """
+        batch = self._metric_batch(batch)
+        out: dict[str, float] = {}
+        for name, module in self.modules.items():
+            out.update(self._compute_one(name, module, batch))
+        return TensorDict({k: torch.tensor(float(v)) for k, v in out.items()}, [])
+
+    def _compute_one(self, name: str, module: nn.Module, batch: Any) -> dict[str, float]:
+        pre = f"plasticity/{name}"
+        out: dict[str, float] = {}
+        masks = resolve_masks(self.masks.get(name), module)
+        x = self._input_for(module, batch)
+        if name in self._probes:
+            probe = self._probes[name]
+            feats: list[torch.Tensor] = []
+            handle = None
+            if name in self.features:
+                sub = module.get_submodule(self.features[name])
+                handle = sub.register_forward_hook(lambda _m, _i, o: feats.append(o.detach()))
+            try:
+                with probe, torch.no_grad():
+                    run_module(module, x)
+            finally:
+                if handle is not None:
+                    handle.remove()
+            features = feats[-1] if feats else probe.activations[probe.layers[-1].name]
+            out.update(self._activation_metrics(pre, module, probe, features, masks, batch))
+        if "weight_norm" in self.metrics:
+            out[f"{pre}/weight_norm"] = M.weight_norm(module)
+        if "weight_drift" in self.metrics:
+            out[f"{pre}/weight_drift"] = M.weight_drift(module, self.initial[name])
+        if "grad_norm" in self.metrics:
+            out[f"{pre}/grad_norm"] = M.grad_norm(module)
+        if "fisher_trace" in self.metrics and name in self.policies:
+            out[f"{pre}/fisher_trace"] = fisher_trace(module, x, masks=masks)
+        return out
+
+    def _activation_metrics(
+        self,
+        pre: str,
+        module: nn.Module,
+        probe: ActivationProbe,
+        features: torch.Tensor,
+        masks: dict[str, torch.Tensor],
+        batch: Any,
+    ) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if "dormant_ratio" in self.metrics:
+            task = None
+            if self.task_key is not None and isinstance(batch, TensorDictBase):
+                task = batch.get(self.task_key, None)
+            stats = M.dormant_ratio(module, None, self.tau, masks=masks, task_ids=task, probe=probe)
+            out[f"{pre}/dormant_ratio"] = stats.overall
+            out.update({f"{pre}/dormant_ratio/{k}": v for k, v in stats.per_layer.items()})
+            out.update({f"{pre}/dormant_ratio/task_{t}": v for t, v in stats.per_task.items()})
+        if "active_units" in self.metrics:
+            out[f"{pre}/active_units"] = M.active_unit_fraction(module, probe, masks)
+        if "srank" in self.metrics:
+            out[f"{pre}/srank"] = M.srank(features, self.delta)
+        if "entropy_rank" in self.metrics:
+            out[f"{pre}/entropy_rank"] = M.entropy_effective_rank(features)
+        if "stable_rank" in self.metrics:
+            out[f"{pre}/stable_rank"] = M.stable_rank(features)
+        if "feature_norm" in self.metrics:
+            out[f"{pre}/feature_norm"] = M.feature_norm(features)
+        return out
+
+    def step(
+        self, frames: int = 1, batch: Any | Callable[[], Any] = None
+    ) -> TensorDict | None:
+        """Advance the step counter by ``frames``; compute the metrics when due.
+
+        Args:
+            frames: steps since the last call (environment frames, or 1 per update).
+            batch: the batch, or a zero-argument callable returning it (called only when due).
+
+        Returns:
+            The metrics when due, else ``None``.
+        """
+        if not self._schedule._due(frames):
+            return None
+        self._schedule.count += 1
+        return self.compute(batch() if callable(batch) else batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Cadence counters and the initial-weight snapshots used for drift."""
+        return {"schedule": self._schedule.state_dict(), "initial": self.initial}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self._schedule.load_state_dict(state_dict["schedule"])
+        self.initial = {
+            n: {k: v.clone() for k, v in params.items()}
+            for n, params in state_dict["initial"].items()
+        }
+
+
+class PlasticityTrainerHook(TrainerHookBase):
+    """Run a :class:`PlasticityMonitor` from a TorchRL ``Trainer`` and log its output.
+
+    Registered as a ``"pre_steps_log"`` op: after each collection it advances the monitor by the
+    number of frames collected and, when due, returns the metrics as floats for the trainer's
+    logger. The collected batch is the metric batch unless the monitor has a reservoir.
+
+    Args:
+        monitor: the monitor to run.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+        >>> hook = PlasticityTrainerHook(PlasticityMonitor({"actor": net}, ["srank"], every=10))
+        >>> hook(TensorDict({"observation": torch.randn(16, 4)}, [16]))
+        {'plasticity/actor/srank': 8.0}
+
+        With a trainer: ``hook.register(trainer)``.
+    """
+
+    def __init__(self, monitor: PlasticityMonitor) -> None:
+        self.monitor = monitor
+
+    def __call__(self, batch: TensorDictBase) -> dict[str, float] | None:
+        """Advance by ``batch.numel()`` frames; return the metrics when due."""
+        out = self.monitor.step(batch.numel(), batch)
+        return None if out is None else {k: float(v) for k, v in out.items()}
+
+    def register(self, trainer: Trainer, name: str = "plasticity_monitor") -> None:
+        """Register the hook on ``trainer`` (checkpointed under ``name``)."""
+        trainer.register_module(name, self)
+        trainer.register_op("pre_steps_log", self)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's state."""
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the monitor's state."""
+        self.monitor.load_state_dict(state_dict)
