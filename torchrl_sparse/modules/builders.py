@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
 from torch import nn
+from torchrl.data import Bounded
 from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 
 from torchrl_sparse.modules.encoders import MLP, MiniGridCNN
@@ -319,6 +320,8 @@ def make_sac_actor(
         distribution_class=TanhNormal,
         distribution_kwargs={"low": action_low, "high": action_high},
         return_log_prob=True,
+        # SACLoss reads the action dimension (target entropy) from the spec.
+        spec=Bounded(action_low, action_high, shape=(action_dim,)),
     )
 
 

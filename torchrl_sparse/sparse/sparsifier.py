@@ -251,7 +251,9 @@ class Sparsifier:
         previous = self.step_count
         self.step_count += num_steps
         self._last_increment = num_steps
-        self.method.on_step(self._context())
+        if type(self.method).on_step is not SparseMethod.on_step:
+            # Building a context costs a distribution solve: only for methods that listen.
+            self.method.on_step(self._context())
         if self.schedule is not None and self.schedule.is_update_step(previous, self.step_count):
             self.update_topology()
         elif not self._optimizers:

@@ -1,0 +1,66 @@
+"""MoE and MOORE: orthogonality, equivalence without orthogonalisation, numerical safety."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchrl_sparse.modules import MLP, MOORE, MiniGridCNN, MixtureOfExperts, MoE, gram_schmidt
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    k=st.integers(1, 6), d=st.integers(12, 64), batch=st.integers(1, 8), seed=st.integers(0, 999)
+)
+def test_gram_schmidt_is_orthonormal(k: int, d: int, batch: int, seed: int) -> None:
+    # d >= 2k keeps random experts well conditioned; the eps only matters near degeneracy.
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, k, d, dtype=torch.float64, generator=gen)
+    basis = gram_schmidt(x)
+    gram = basis @ basis.transpose(-1, -2)
+    assert torch.allclose(gram, torch.eye(k, dtype=torch.float64).expand_as(gram), atol=1e-6)
+    # The basis spans the same space: the first vector keeps its direction.
+    assert torch.allclose(basis[:, 0], x[:, 0] / x[:, 0].norm(dim=-1, keepdim=True))
+
+
+def test_moore_gram_matrix_is_identity_per_sample() -> None:
+    torch.manual_seed(0)
+    moore = MixtureOfExperts(MiniGridCNN, num_experts=4, num_tasks=7, orthogonal=True)
+    obs = torch.randint(0, 11, (16, 3, 7, 7)).float()
+    u = moore.expert_outputs(obs)
+    gram = u @ u.transpose(-1, -2)
+    assert torch.allclose(gram, torch.eye(4).expand(16, 4, 4), atol=1e-4)
+
+
+def test_moe_equals_moore_without_orthogonalisation() -> None:
+    torch.manual_seed(0)
+
+    def expert() -> MLP:
+        return MLP(39, [64, 64], activate_last=False)
+
+    moore = MOORE(expert, 3, 10)
+    moe = MoE(expert, 3, 10)
+    moe.load_state_dict(moore.state_dict())
+    x, onehot = torch.randn(5, 39), torch.eye(10)[torch.tensor([0, 3, 3, 9, 1])]
+    moore.orthogonal = False
+    assert torch.equal(moe(x, onehot), moore(x, onehot))
+    # And the MoE formula: tanh(sum_j w_j U_j), task weights linear without softmax.
+    w = onehot @ moe.task_weights.weight.T
+    manual = torch.tanh(sum(w[:, j : j + 1] * moe.experts[j](x) for j in range(3)))
+    assert torch.allclose(moe(x, onehot), manual, atol=1e-6)
+
+
+def test_epsilon_keeps_degenerate_experts_finite() -> None:
+    x = torch.zeros(2, 3, 8)
+    x[:, 1] = torch.randn(2, 8)
+    x[:, 2] = 2 * x[:, 1]  # linearly dependent
+    basis = gram_schmidt(x)
+    assert torch.isfinite(basis).all()
+    assert basis[:, 0].abs().max() == 0
+
+
+def test_bad_num_experts() -> None:
+    with pytest.raises(ValueError, match="num_experts \\(k\\) must be >= 1"):
+        MOORE(MiniGridCNN, 0, 3)
