@@ -57,20 +57,25 @@ def test_500_step_episodes_with_new_goals(mt10_env: TransformedEnv) -> None:
     assert (td["episode_length"][:, 500] == 0).all()
 
 
-@pytest.mark.filterwarnings("ignore:Constant\(s\) may be too high")
+@pytest.mark.filterwarnings(r"ignore:Constant\(s\) may be too high")
 def test_scripted_rollout_reports_success(mt10_env: TransformedEnv) -> None:
     experts = [ENV_POLICY_MAP[name]() for name in mt10_env.base_env.task_names]
 
     def policy(td: TensorDictBase) -> TensorDictBase:
         obs = td["observation"].double().numpy()
         actions = [expert.get_action(o) for expert, o in zip(experts, obs, strict=True)]
-        return td.set("action", torch.as_tensor(np.stack(actions), dtype=torch.float32).clamp(-1, 1))
+        return td.set(
+            "action", torch.as_tensor(np.stack(actions), dtype=torch.float32).clamp(-1, 1)
+        )
 
     mt10_env.set_seed(0)
     td = mt10_env.rollout(150, policy, break_when_any_done=False)
     last = td[:, -1]
     rate = per_task_mean(last["next", "episode_success"], last["task_id"], 10)
-    print("MT10 scripted success rate per task:", dict(zip(mt10_env.base_env.task_names, rate)))
+    print(
+        "MT10 scripted success rate per task:",
+        dict(zip(mt10_env.base_env.task_names, rate.tolist(), strict=True)),
+    )
     assert rate.shape == (10,)
     assert rate[0] == 1.0  # reach-v3
     assert rate.mean() >= 0.8

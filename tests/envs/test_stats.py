@@ -18,5 +18,5 @@ def test_per_task_mean_with_mask() -> None:
 
 
 def test_per_task_mean_bad_task_id() -> None:
-    with pytest.raises(IndexError, match="0..1"):
+    with pytest.raises(IndexError, match=r"0\.\.1"):
         per_task_mean(torch.ones(2), torch.tensor([0, 2]), 2)

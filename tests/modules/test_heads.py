@@ -58,7 +58,7 @@ def test_task_onehot() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(IndexError, match="allowed: 0..2"):
+    with pytest.raises(IndexError, match=r"allowed: 0\.\.2"):
         MultiHead(3, 4, 2)(torch.randn(2, 4), torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="num_tasks must be >= 1"):
         MultiHead(0, 4, 2)

@@ -20,9 +20,7 @@ def test_moore_mt10_actor_matches_width_800() -> None:
     assert match_width(target, in_dim=49, out_dim=8, num_tasks=10, multiple_of=50) == 800
     matched = count_parameters(make_sac_actor("MT10", width=exact))
     for other in (exact - 1, exact + 1):
-        assert abs(matched - target) <= abs(
-            multihead_mlp_param_count(other, 49, 8, 10) - target
-        )
+        assert abs(matched - target) <= abs(multihead_mlp_param_count(other, 49, 8, 10) - target)
 
 
 def test_actor_and_critic_are_matched_separately() -> None:

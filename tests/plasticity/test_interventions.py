@@ -105,7 +105,7 @@ def test_redo_schedule_and_state_dict() -> None:
 
 
 def test_reset_schedule_and_maximum() -> None:
-    net, opt, masks = _net_with_dead_unit()
+    net, opt, _ = _net_with_dead_unit()
     first = net[0].weight.detach().clone()
     reset = Reset(net, ["2"], opt, every=10, max_resets=2)
     fired = []

@@ -80,7 +80,7 @@ def test_per_task_dormant_ratio() -> None:
     stats = dormant_ratio(net, x, tau=0.1, task_ids=task)
     assert stats.overall == 0.0
     assert stats.per_task == {0: 0.5, 1: 0.5}
-    with pytest.raises(ValueError, match="task_ids has 3 entries"):
+    with pytest.raises(ValueError, match="task_ids has 3 entries but the hidden"):
         dormant_ratio(net, x, tau=0.1, task_ids=torch.tensor([0, 1, 1]))
 
 

@@ -102,7 +102,7 @@ def test_cadence_state_dict_and_reservoir() -> None:
         net[0].weight.add_(1.0)
     out = mon.step(60)  # batch comes from the reservoir
     assert out is not None
-    assert out["plasticity/net/weight_drift"] == pytest.approx(8 ** 0.5 * 4 ** 0.5)
+    assert out["plasticity/net/weight_drift"] == pytest.approx(8**0.5 * 4**0.5)
     state = mon.state_dict()
     fresh = PlasticityMonitor({"net": net}, ["weight_drift"], every=100, reservoir=reservoir)
     fresh.load_state_dict(state)
@@ -159,5 +159,5 @@ def test_trainer_hook_logs_on_cadence() -> None:
     trainer.train()
     logged = trainer._log_dict
     assert len(logged["plasticity/actor/fisher_trace"]) == 2  # frames 64 and 128
-    assert "plasticity/actor/dormant_ratio/0" in logged
+    assert "plasticity/actor/dormant_ratio/0.0" in logged
     assert hook.state_dict()["schedule"]["steps"] == 128

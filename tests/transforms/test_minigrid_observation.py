@@ -101,5 +101,5 @@ def test_spec_bounds() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(ValueError, match="\\[..., H, W, 3\\]"):
+    with pytest.raises(ValueError, match=r"\[\.\.\., H, W, 3\]"):
         MiniGridObservation()(TensorDict({"observation": torch.zeros(2, 3, 7, 7)}, [2]))

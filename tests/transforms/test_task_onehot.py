@@ -100,5 +100,5 @@ def test_custom_keys_and_spec() -> None:
 def test_bad_input() -> None:
     with pytest.raises(ValueError, match="num_tasks must be >= 1"):
         TaskOneHot(0)
-    with pytest.raises(IndexError, match="allowed: 0..2"):
+    with pytest.raises(IndexError, match=r"allowed: 0\.\.2"):
         TaskOneHot(3)(TensorDict({"task_id": torch.tensor([0, 3])}, [2]))

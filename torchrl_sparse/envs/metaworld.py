@@ -69,7 +69,9 @@ class MetaWorldMultiTaskEnv(EnvBase):
         device: torch.device | str = "cpu",
     ) -> None:
         if suite not in METAWORLD_SUITES:
-            raise ValueError(f"Unknown MetaWorld suite {suite!r}; allowed: {list(METAWORLD_SUITES)}.")
+            raise ValueError(
+                f"Unknown MetaWorld suite {suite!r}; allowed: {list(METAWORLD_SUITES)}."
+            )
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}.")
         self.suite = suite
@@ -101,7 +103,10 @@ class MetaWorldMultiTaskEnv(EnvBase):
         flag = Categorical(2, shape=(n, 1), dtype=torch.bool, device=self.device)
         self.observation_spec = Composite(
             observation=Bounded(
-                low.expand(n, -1), high.expand(n, -1), shape=(n, 39), dtype=torch.float32,
+                low.expand(n, -1),
+                high.expand(n, -1),
+                shape=(n, 39),
+                dtype=torch.float32,
                 device=self.device,
             ),
             task_id=Bounded(0, n - 1, shape=(n,), dtype=torch.int64, device=self.device),
@@ -132,9 +137,7 @@ class MetaWorldMultiTaskEnv(EnvBase):
             # Seeds the simulator, the goal draws of the task-select wrapper and the spaces.
             env.unwrapped.seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
 
-    def _state_td(
-        self, terminated: np.ndarray, truncated: np.ndarray
-    ) -> TensorDictBase:
+    def _state_td(self, terminated: np.ndarray, truncated: np.ndarray) -> TensorDictBase:
         n = self.num_tasks
         return TensorDict(
             {
@@ -212,5 +215,7 @@ def make_metaworld_env(
         >>> env.reset()["task_onehot"].shape  # doctest: +SKIP
         torch.Size([10, 10])
     """
-    base = MetaWorldMultiTaskEnv(suite, seed=seed, max_episode_steps=max_episode_steps, device=device)
+    base = MetaWorldMultiTaskEnv(
+        suite, seed=seed, max_episode_steps=max_episode_steps, device=device
+    )
     return TransformedEnv(base, TaskOneHot(base.num_tasks))

@@ -118,7 +118,7 @@ class MiniGridMultiTaskEnv(EnvBase):
         >>> env = MiniGridMultiTaskEnv("MT3", envs_per_task=2, seed=0)
         >>> env.batch_size
         torch.Size([6])
-        >>> td = env.rollout(3)
+        >>> td = env.rollout(3, break_when_any_done=False)
         >>> td["next", "observation"].shape, td["task_id"][:, 0].tolist()
         (torch.Size([6, 3, 7, 7, 3]), [0, 0, 1, 1, 2, 2])
     """

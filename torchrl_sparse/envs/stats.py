@@ -38,7 +38,9 @@ def per_task_mean(
         values, task_id = values[mask], task_id[mask]
     values, task_id = values.reshape(-1).float(), task_id.reshape(-1).long()
     if task_id.numel() and (task_id.min() < 0 or task_id.max() >= num_tasks):
-        raise IndexError(f"task ids must lie in 0..{num_tasks - 1}, got {task_id.unique().tolist()}.")
+        raise IndexError(
+            f"task ids must lie in 0..{num_tasks - 1}, got {task_id.unique().tolist()}."
+        )
     sums = torch.zeros(num_tasks).index_add_(0, task_id, values)
     counts = torch.zeros(num_tasks).index_add_(0, task_id, torch.ones_like(values))
     return sums / counts

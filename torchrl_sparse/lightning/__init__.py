@@ -1,0 +1,13 @@
+"""Lightning recipes: multi-task PPO and SAC modules, callbacks and the ``torchrl-sparse`` CLI."""
+
+from torchrl_sparse.lightning.callbacks import FrameCheckpoint, SparsityCallback, SummaryFigure
+from torchrl_sparse.lightning.loader import CollectorLoader
+from torchrl_sparse.lightning.ppo import MultiTaskPPO
+
+__all__ = [
+    "CollectorLoader",
+    "FrameCheckpoint",
+    "MultiTaskPPO",
+    "SparsityCallback",
+    "SummaryFigure",
+]

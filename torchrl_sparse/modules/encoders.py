@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -87,7 +88,7 @@ class MLP(nn.Sequential):
             raise ValueError(f"hidden must be a non-empty list of widths >= 1, got {hidden}.")
         layers: list[nn.Module] = []
         widths = [in_features, *hidden]
-        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
             layers.append(nn.Linear(n_in, n_out))
             if activate_last or i < len(hidden) - 1:
                 if layer_norm:

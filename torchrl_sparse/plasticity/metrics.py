@@ -214,7 +214,9 @@ def dormant_ratio(
         masks: resolved sparsity masks (see :func:`~torchrl_sparse.plasticity.resolve_masks`);
             units without any active incoming entry are not counted.
         layers: explicit hidden layers (default: found automatically).
-        task_ids: task id per sample (ids or one-hot) for per-task ratios.
+        task_ids: task id per sample (ids or one-hot) for per-task ratios. Per-task ratios pool
+            the layers that see every sample of the batch; layers run only on a subset (such
+            as per-task heads, which see only their task's samples) are left out of them.
         probe: an already filled probe to reuse instead of running ``module`` again.
 
     Returns:
@@ -246,15 +248,17 @@ def dormant_ratio(
     stats = DormantStats(overall, per_layer, alive={h.name: int(a.sum()) for h, _, a in rows})
     if task_ids is not None:
         ids = task_ids_from(task_ids).to(rows[0][1].device)
-        if any(x.shape[0] != ids.shape[0] for _, x, _ in rows):
+        # layers run on a subset of the batch (e.g. per-task heads) cannot be split by task
+        shared = [r for r in rows if r[1].shape[0] == ids.shape[0]]
+        if not shared:
             raise ValueError(
-                f"task_ids has {ids.shape[0]} entries but activations have batch sizes "
-                f"{[x.shape[0] for _, x, _ in rows]}; they must match"
+                f"task_ids has {ids.shape[0]} entries but the hidden activations have batch "
+                f"sizes {[x.shape[0] for _, x, _ in rows]}; at least one layer must match"
             )
         for t in torch.unique(ids).tolist():
             sel = ids == t
             stats.per_task[int(t)] = _pooled(
-                ((h.name, x[sel].mean(0), a) for h, x, a in rows), tau
+                ((h.name, x[sel].mean(0), a) for h, x, a in shared), tau
             )[0]
     return stats
 
@@ -316,12 +320,18 @@ def singular_values(features: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(features.detach().reshape(features.shape[0], -1).float())
 
 
-def srank(features: torch.Tensor, delta: float = 0.01) -> int:
+def _sv(features: torch.Tensor, given: bool) -> torch.Tensor:
+    return features if given else singular_values(features)
+
+
+def srank(features: torch.Tensor, delta: float = 0.01, *, singular_values: bool = False) -> int:
     """Effective rank ``srank_delta`` of Kumar et al. (2021).
 
     Args:
         features: feature matrix ``(batch, d)`` (further dims are flattened).
         delta: tolerance in ``(0, 1)``.
+        singular_values: ``features`` already holds the descending singular values (e.g. from
+            :func:`singular_values`, to share one SVD between the rank metrics).
 
     Returns:
         The smallest ``k`` with ``sum_{i<=k} sigma_i >= (1 - delta) * sum_i sigma_i``
@@ -336,7 +346,7 @@ def srank(features: torch.Tensor, delta: float = 0.01) -> int:
         2
     """
     delta = check_delta(delta)
-    s = singular_values(features)
+    s = _sv(features, singular_values)
     total = s.sum()
     if total <= 0:
         return 0
@@ -345,11 +355,13 @@ def srank(features: torch.Tensor, delta: float = 0.01) -> int:
     return int((cum < (1 - delta) * total * (1 - 1e-6)).sum()) + 1
 
 
-def entropy_effective_rank(features: torch.Tensor) -> float:
+def entropy_effective_rank(features: torch.Tensor, *, singular_values: bool = False) -> float:
     """Entropy-based effective rank ``exp(-sum p_i log p_i)``, ``p = sigma / sum(sigma)``.
 
     Args:
         features: feature matrix ``(batch, d)``.
+        singular_values: ``features`` already holds the descending singular values (e.g. from
+            :func:`singular_values`, to share one SVD between the rank metrics).
 
     Returns:
         A float in ``[1, min(batch, d)]`` (0 for an all-zero matrix).
@@ -359,7 +371,7 @@ def entropy_effective_rank(features: torch.Tensor) -> float:
         >>> round(entropy_effective_rank(torch.eye(4)), 4)
         4.0
     """
-    s = singular_values(features)
+    s = _sv(features, singular_values)
     total = s.sum()
     if total <= 0:
         return 0.0
@@ -368,11 +380,13 @@ def entropy_effective_rank(features: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def stable_rank(features: torch.Tensor) -> float:
+def stable_rank(features: torch.Tensor, *, singular_values: bool = False) -> float:
     """Stable rank ``||F||_F^2 / ||F||_2^2 = sum(sigma^2) / max(sigma)^2``.
 
     Args:
         features: feature matrix ``(batch, d)``.
+        singular_values: ``features`` already holds the descending singular values (e.g. from
+            :func:`singular_values`, to share one SVD between the rank metrics).
 
     Returns:
         A float in ``[1, rank]`` (0 for an all-zero matrix).
@@ -382,7 +396,7 @@ def stable_rank(features: torch.Tensor) -> float:
         >>> stable_rank(torch.diag(torch.tensor([2.0, 1.0])))
         1.25
     """
-    s = singular_values(features)
+    s = _sv(features, singular_values)
     if s[0] <= 0:
         return 0.0
     return float((s**2).sum() / s[0] ** 2)

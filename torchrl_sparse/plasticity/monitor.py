@@ -79,6 +79,8 @@ class PlasticityMonitor:
             dormant ratios.
         reservoir: when given, metric batches are sampled from it instead of the passed batch.
         input_key: key fed to plain (non-TensorDict) modules when the batch is a TensorDict.
+        fisher_chunk_size: per-sample gradients are computed this many samples at a time
+            (bounds memory: each sample holds a full copy of the actor's gradient).
 
     Raises:
         ValueError: on an unknown metric, a bad ``tau``/``delta``/``every``, an unknown module
@@ -115,6 +117,7 @@ class PlasticityMonitor:
         task_key: NestedKey | None = None,
         reservoir: ObservationReservoir | None = None,
         input_key: NestedKey = "observation",
+        fisher_chunk_size: int | None = 256,
     ) -> None:
         if not modules:
             raise ValueError("modules must name at least one module to monitor, got {}")
@@ -148,6 +151,7 @@ class PlasticityMonitor:
         self.task_key = task_key
         self.reservoir = reservoir
         self.input_key = input_key
+        self.fisher_chunk_size = fisher_chunk_size
         self._schedule = _Scheduled(every, None)
         self._probes: dict[str, ActivationProbe] = {}
         if _ACTIVATION_METRICS & set(self.metrics):
@@ -226,7 +230,9 @@ class PlasticityMonitor:
         if "grad_norm" in self.metrics:
             out[f"{pre}/grad_norm"] = M.grad_norm(module)
         if "fisher_trace" in self.metrics and name in self.policies:
-            out[f"{pre}/fisher_trace"] = fisher_trace(module, x, masks=masks)
+            out[f"{pre}/fisher_trace"] = fisher_trace(
+                module, x, masks=masks, chunk_size=self.fisher_chunk_size
+            )
         return out
 
     def _activation_metrics(
@@ -249,12 +255,15 @@ class PlasticityMonitor:
             out.update({f"{pre}/dormant_ratio/task_{t}": v for t, v in stats.per_task.items()})
         if "active_units" in self.metrics:
             out[f"{pre}/active_units"] = M.active_unit_fraction(module, probe, masks)
+        ranks = {"srank", "entropy_rank", "stable_rank"} & set(self.metrics)
+        # one SVD serves all three ranks
+        sv = M.singular_values(features) if ranks else None
         if "srank" in self.metrics:
-            out[f"{pre}/srank"] = M.srank(features, self.delta)
+            out[f"{pre}/srank"] = M.srank(sv, self.delta, singular_values=True)
         if "entropy_rank" in self.metrics:
-            out[f"{pre}/entropy_rank"] = M.entropy_effective_rank(features)
+            out[f"{pre}/entropy_rank"] = M.entropy_effective_rank(sv, singular_values=True)
         if "stable_rank" in self.metrics:
-            out[f"{pre}/stable_rank"] = M.stable_rank(features)
+            out[f"{pre}/stable_rank"] = M.stable_rank(sv, singular_values=True)
         if "feature_norm" in self.metrics:
             out[f"{pre}/feature_norm"] = M.feature_norm(features)
         return out

@@ -182,8 +182,9 @@ class Sparsifier:
         for opt in optimizers:
             in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
             indices = [i for i, t in enumerate(self.targets) if id(t.param) in in_opt]
-            self._handles.append(opt.register_step_post_hook(self._optimizer_hook(indices)))
-            self._optimizers.append(opt)
+            if indices:  # e.g. a critic optimizer while only the actor is sparse
+                self._handles.append(opt.register_step_post_hook(self._optimizer_hook(indices)))
+                self._optimizers.append(opt)
 
     def remove(self) -> None:
         """Remove every hook the sparsifier installed; the weights keep their zeros."""

@@ -1,0 +1,155 @@
+"""Benchmark of the plasticity toolkit on the MT3 MOORE actor (not a timed test).
+
+Measures, on CPU:
+
+1. the full metric suite of :class:`~torchrl_sparse.plasticity.PlasticityMonitor` on a batch of
+   1,024 states for the MT3 MOORE actor (and critic);
+2. the Fisher trace with ``torch.func`` (vmap over grad) against a per-sample Python loop;
+3. the monitor's overhead at the papers' cadence (every 10,000 environment steps) relative to
+   PPO training time for those 10,000 steps (MiniGrid MT3 collection + 8 PPO epochs per 2,000
+   steps, minibatch 256 per task).
+
+Run: ``python benchmarks/bench_plasticity.py [--repeats 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from tensordict import TensorDict
+from torchrl.collectors import Collector
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+
+from torchrl_sparse.envs import make_minigrid_env
+from torchrl_sparse.modules import make_ppo_actor, make_ppo_critic
+from torchrl_sparse.plasticity import ObservationReservoir, PlasticityMonitor, fisher_trace
+
+BATCH = 1_024
+CADENCE = 10_000
+FRAMES_PER_EPOCH = 2_000
+PPO_EPOCHS = 8
+MINIBATCH = 256 * 3
+
+
+def _timeit(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def _states(n: int) -> TensorDict:
+    g = torch.Generator().manual_seed(0)
+    return TensorDict(
+        {
+            "observation": torch.randint(0, 11, (n, 3, 7, 7), generator=g).float(),
+            "task_id": torch.randint(0, 3, (n,), generator=g),
+        },
+        [n],
+    )
+
+
+def _train_time_per_cadence(actor: torch.nn.Module, critic: torch.nn.Module) -> float:
+    """Seconds of PPO training (collection + updates) per CADENCE environment steps."""
+    env = make_minigrid_env("MT3", seed=0)
+    collector = Collector(
+        env, actor, frames_per_batch=FRAMES_PER_EPOCH, total_frames=2 * FRAMES_PER_EPOCH
+    )
+    loss = ClipPPOLoss(actor, critic, entropy_coeff=0.01)
+    gae = GAE(gamma=0.99, lmbda=0.95, value_network=critic)
+    optim = torch.optim.Adam(loss.parameters(), lr=1e-3)
+    times = []
+    start = time.perf_counter()
+    for data in collector:
+        with torch.no_grad():
+            gae(data)
+        flat = data.reshape(-1)
+        for _ in range(PPO_EPOCHS):
+            for idx in torch.randperm(flat.numel()).split(MINIBATCH):
+                out = loss(flat[idx])
+                total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+                optim.zero_grad()
+                total.backward()
+                optim.step()
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    collector.shutdown()
+    # the first epoch includes env construction and warm-up
+    return times[-1] * CADENCE / FRAMES_PER_EPOCH
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    actor = make_ppo_actor("MT3", arch="moore")
+    critic = make_ppo_critic("MT3", arch="moore")
+    batch = _states(BATCH)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH}")
+    print("actor: torchrl_sparse.modules.make_ppo_actor('MT3', arch='moore')")
+
+    actor_only = PlasticityMonitor(
+        {"actor": actor},
+        features={"actor": "module.0.module.encoder"},
+        task_key="task_id",
+        batch_size=BATCH,
+    )
+    t_suite = _timeit(lambda: actor_only.compute(batch), args.repeats)
+    out = actor_only.compute(batch)
+    print(f"\n[1] full metric suite, actor, batch {BATCH}: {t_suite * 1e3:.1f} ms")
+    for key in ("dormant_ratio", "srank", "entropy_rank", "stable_rank", "fisher_trace"):
+        print(f"    plasticity/actor/{key} = {float(out[f'plasticity/actor/{key}']):.4f}")
+    no_fisher = PlasticityMonitor(
+        {"actor": actor},
+        [m for m in actor_only.metrics if m != "fisher_trace"],
+        features={"actor": "module.0.module.encoder"},
+        task_key="task_id",
+    )
+    t_nofisher = _timeit(lambda: no_fisher.compute(batch), args.repeats)
+    print(f"    of which everything but the Fisher trace: {t_nofisher * 1e3:.1f} ms")
+
+    t_vmap = _timeit(lambda: fisher_trace(actor, batch), args.repeats)
+    t_loop = _timeit(lambda: fisher_trace(actor, batch, method="loop"), 1)
+    torch.manual_seed(1)
+    f_vmap = fisher_trace(actor, batch)
+    torch.manual_seed(1)
+    f_loop = fisher_trace(actor, batch, method="loop")
+    print(f"\n[2] Fisher trace, batch {BATCH}: vmap {t_vmap:.3f} s, loop {t_loop:.3f} s, ")
+    print(
+        f"    speed-up {t_loop / t_vmap:.1f}x (target >= 10x); values {f_vmap:.5f} vs {f_loop:.5f}"
+    )
+
+    monitor = PlasticityMonitor(
+        {"actor": actor, "critic": critic},
+        features={"actor": "module.0.module.encoder", "critic": "module.encoder"},
+        task_key="task_id",
+        every=CADENCE,
+        reservoir=ObservationReservoir(["observation", "task_id"]),
+        batch_size=BATCH,
+    )
+    monitor.reservoir.record(_states(4 * BATCH))
+    t_monitor = _timeit(lambda: monitor.compute(), args.repeats)
+    cheap = PlasticityMonitor(
+        {"actor": actor, "critic": critic},
+        [m for m in monitor.metrics if m != "fisher_trace"],
+        features={"actor": "module.0.module.encoder", "critic": "module.encoder"},
+        task_key="task_id",
+        reservoir=monitor.reservoir,
+    )
+    t_cheap = _timeit(lambda: cheap.compute(), args.repeats)
+    t_train = _train_time_per_cadence(actor, critic)
+    print(f"\n[3] monitor (actor + critic, reservoir sample, all metrics): {t_monitor:.3f} s")
+    print(f"    without the Fisher trace: {t_cheap:.3f} s")
+    print(f"    PPO training per {CADENCE} env steps (MiniGrid MT3 collection + updates): ")
+    print(f"    {t_train:.1f} s -> overhead {100 * t_monitor / t_train:.2f}% (target <= 2%),")
+    print(f"    {100 * t_cheap / t_train:.2f}% without the Fisher trace")
+
+
+if __name__ == "__main__":
+    main()

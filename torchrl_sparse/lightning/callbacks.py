@@ -1,0 +1,224 @@
+"""Lightning callbacks: sparsity, frame-based checkpoints, interruption, the summary figure.
+
+Each callback keeps its state in ``state_dict`` so ``fit --ckpt_path last`` resumes it. They
+expect the LightningModule to expose ``loss_module`` (a TorchRL loss), ``frames`` (environment
+frames so far), ``frames_per_batch``, ``hparams.total_frames`` and ``log_frames(dict)``, as
+:class:`~torchrl_sparse.lightning.MultiTaskPPO` and :class:`~torchrl_sparse.lightning.MultiTaskSAC`
+do.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from torchrl_sparse.sparse import (
+    LayerDistribution,
+    SparseMethod,
+    Sparsifier,
+    SparsityGroup,
+    flops_per_forward,
+)
+
+__all__ = ["FrameCheckpoint", "SparsityCallback", "SummaryFigure"]
+
+
+class SparsityCallback(pl.Callback):
+    """Sparsify the module's TorchRL loss with any method of :mod:`torchrl_sparse.sparse`.
+
+    Steps count environment frames: schedules given as fractions resolve against
+    ``total_frames`` and ``update_every`` is in frames (GMP every 500 frames on MiniGrid).
+    Logs ``sparsity/<layer>``, ``sparsity/total`` and the parameter counts after every batch.
+
+    Args:
+        groups: ``{glob: sparsity}`` over layer names of the loss, e.g.
+            ``{"actor_network.*": 0.95}`` (actor only) or add ``"critic_network.*"`` /
+            ``"qvalue_network.*"`` for the critic.
+        method: a :class:`~torchrl_sparse.sparse.SparseMethod` (default GMP).
+        distribution: layer distribution (default uniform).
+        scope: ``"layer"`` or ``"global"`` magnitude ranking.
+        bias: ``"dense"``, ``"prune"`` or ``"remove"``.
+        exclude: globs removed from every group (e.g. a task encoder).
+        seed: the sparsifier's seed (the same on every rank).
+
+    Examples:
+        >>> from torchrl_sparse.lightning import SparsityCallback
+        >>> from torchrl_sparse.sparse import GMP
+        >>> callback = SparsityCallback({"actor_network.*": 0.95}, method=GMP())
+        >>> callback.sparsifier is None  # built when the Trainer sets the module up
+        True
+    """
+
+    def __init__(
+        self,
+        groups: dict[str, float],
+        method: SparseMethod | None = None,
+        distribution: LayerDistribution | None = None,
+        scope: Literal["layer", "global"] = "layer",
+        bias: Literal["dense", "prune", "remove"] = "dense",
+        exclude: list[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.groups = [
+            SparsityGroup(pattern, sparsity, exclude=exclude or ())
+            for pattern, sparsity in groups.items()
+        ]
+        self.method = method
+        self.distribution = distribution
+        self.scope = scope
+        self.bias = bias
+        self.seed = seed
+        self.sparsifier: Sparsifier | None = None
+        self._pending: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.sparsifier is not None:
+            return
+        self.sparsifier = Sparsifier(
+            pl_module.loss_module,
+            self.groups,
+            method=self.method,
+            distribution=self.distribution,
+            scope=self.scope,
+            bias=self.bias,
+            total_steps=pl_module.hparams.total_frames,
+            seed=self.seed,
+        )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self.sparsifier is not None
+        self.sparsifier.attach_optimizer(trainer.optimizers)
+        if self._pending is not None:
+            self.sparsifier.load_state_dict(self._pending)
+            self._pending = None
+        self.sparsifier.apply_masks()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        assert self.sparsifier is not None
+        self.sparsifier.step(pl_module.frames_per_batch)
+        pl_module.log_frames(self.sparsifier.stats())
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.sparsifier is not None:
+            self.sparsifier.remove()
+
+    def flops(self, module: Any, *inputs: Any) -> dict[str, float]:
+        """Dense and sparse FLOPs of ``module`` (e.g. the actor) on example inputs."""
+        return flops_per_forward(module, *inputs, sparsifier=self.sparsifier)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.sparsifier is None else self.sparsifier.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Optimizers do not exist yet when Lightning restores callbacks: apply on fit start.
+        if state_dict:
+            self._pending = state_dict
+
+
+class FrameCheckpoint(ModelCheckpoint):
+    """Write ``last.ckpt`` every ``every_n_frames`` frames, at the end, and on SIGTERM/SIGINT.
+
+    A ``ModelCheckpoint`` subclass so ``fit --ckpt_path last`` finds ``dirpath/last.ckpt``.
+    Lightning writes through an fsspec transaction (a temporary file moved into place), so an
+    interrupted write never leaves a truncated checkpoint. On SIGTERM or SIGINT, the run
+    finishes the current batch, writes ``last.ckpt`` and stops.
+
+    Args:
+        dirpath: checkpoint directory.
+        every_n_frames: checkpoint period in environment frames.
+
+    Examples:
+        >>> from torchrl_sparse.lightning import FrameCheckpoint
+        >>> FrameCheckpoint("runs/demo/checkpoints", every_n_frames=50_000).every_n_frames
+        50000
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_frames: int = 50_000) -> None:
+        if every_n_frames < 1:
+            raise ValueError(f"every_n_frames must be a positive int, got {every_n_frames!r}.")
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_epochs=0)
+        self.every_n_frames = every_n_frames
+        self._last_saved = 0
+        self._interrupted = False
+        self._previous_handlers: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_saved = pl_module.frames
+        # Lightning itself only watches SIGTERM; SIGINT gets the same graceful stop.
+        try:
+            self._previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
+        except ValueError:  # not in the main thread: leave SIGINT to Lightning
+            pass
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._interrupted = True
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        frames = pl_module.frames
+        due = frames // self.every_n_frames > self._last_saved // self.every_n_frames
+        stop = self._interrupted or trainer.received_sigterm
+        if due or stop:
+            self.write_last(trainer)
+            self._last_saved = frames
+        if self._interrupted:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write_last(trainer)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def write_last(self, trainer: pl.Trainer) -> Path:
+        """Write ``dirpath/last.ckpt`` now."""
+        assert self.dirpath is not None
+        path = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        self.last_model_path = str(path)
+        return path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "last_saved_frames": self._last_saved}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_saved = state_dict.pop("last_saved_frames", 0)
+        super().load_state_dict(state_dict)
+
+
+class SummaryFigure(pl.Callback):
+    """At the end of training, save a PNG summary of the run next to its TensorBoard logs.
+
+    Panels (when logged): normalised return per task, sparsity, dormant ratio of actor and
+    critic, effective rank, all against environment frames. The path is printed.
+
+    Args:
+        filename: name of the PNG inside the logger's directory.
+
+    Examples:
+        >>> from torchrl_sparse.lightning import SummaryFigure
+        >>> SummaryFigure().filename
+        'summary.png'
+    """
+
+    def __init__(self, filename: str = "summary.png") -> None:
+        self.filename = filename
+        self.path: Path | None = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from torchrl_sparse.lightning.figures import summary_figure
+
+        if trainer.logger is None or trainer.logger.log_dir is None or not trainer.is_global_zero:
+            return
+        trainer.logger.save()
+        log_dir = Path(trainer.logger.log_dir)
+        self.path = summary_figure(log_dir, log_dir / self.filename)
+        print(f"TensorBoard logs: {log_dir}  (tensorboard --logdir {log_dir})")
+        print(f"Summary figure: {self.path}")

@@ -1,0 +1,334 @@
+"""Multi-task PPO on the MiniGrid suites, as a LightningModule.
+
+The whole algorithm reads top to bottom in :meth:`MultiTaskPPO.training_step`: collect a batch
+(an endless TorchRL ``Collector``), GAE, advantages normalised per task, then ``policy_epochs``
+epochs of clipped-objective actor updates on minibatches stratified by task
+(``policy_minibatch_per_task`` samples of every task) and one critic regression step on the
+whole batch per epoch (``critic_batch``), as in MOORE's PPO.
+
+The actor loss is TorchRL's ``ClipPPOLoss`` (objective and entropy). The critic is fitted
+separately with a mean-squared error on the GAE value targets over the full batch, because the
+papers' PPO trains it with its own batch size; ``ClipPPOLoss`` is therefore built with
+``critic_coeff=0`` but still holds the critic, so a sparsifier attached to
+``module.loss_module`` reaches both networks as ``actor_network.*`` and ``critic_network.*``.
+
+Everything is logged against environment frames: ``charts/`` (training and evaluation returns
+per task, normalised returns, SPS), ``losses/``; callbacks add ``sparsity/`` and ``plasticity/``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from tensordict import TensorDictBase
+from torch.nn import functional as F
+from torchrl.envs import ExplorationType, set_exploration_type
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+
+from torchrl_sparse.envs import MINIGRID_SUITES, make_minigrid_env, per_task_mean
+from torchrl_sparse.lightning.loader import CollectorLoader
+from torchrl_sparse.modules import make_ppo_actor, make_ppo_critic
+
+__all__ = ["MultiTaskPPO"]
+
+ARCHITECTURES = ("mtppo", "moe", "moore")
+
+
+class MultiTaskPPO(pl.LightningModule):
+    """Multi-task PPO (MTPPO, MoE or MOORE networks) on MiniGrid MT3/MT5/MT7.
+
+    Defaults are the papers' (Todorov et al. 2025, MOORE): 400k frames in batches of 2,000,
+    Adam lr 1e-3, gamma 0.99, GAE lambda 0.95, clip 0.2, entropy 0.01, 8 epochs, policy
+    minibatch 256 per task, critic batch 2,000, evaluation of 25 episodes per task every 10k
+    frames.
+
+    Args:
+        suite: ``"MT3"``, ``"MT5"`` or ``"MT7"``.
+        arch: ``"mtppo"`` (shared CNN), ``"moe"`` or ``"moore"``.
+        num_experts: experts for MoE/MOORE (default 2, 3, 4 for MT3, MT5, MT7).
+        layer_norm: LayerNorm after hidden layers (a plasticity baseline).
+        envs_per_task: sub-environments per task.
+        task_sampling: ``"lockstep"`` (every task every step) or ``"random"`` (a task drawn at
+            each episode start).
+        total_frames: training length in environment frames.
+        frames_per_batch: frames per collected batch (rounded up to a multiple of the number of
+            environments).
+        lr: Adam learning rate (actor and critic).
+        weight_decay: Adam L2 weight decay (1e-6 is the papers' baseline).
+        gamma: discount.
+        gae_lambda: GAE lambda.
+        clip_epsilon: PPO clipping.
+        entropy_coef: entropy bonus.
+        policy_epochs: epochs over each batch.
+        policy_minibatch_per_task: actor minibatch samples per task.
+        critic_batch: critic regression batch (the whole batch by default).
+        max_grad_norm: gradient clipping (``None`` for none).
+        eval_every_frames: evaluation period (``0`` disables evaluation).
+        eval_episodes_per_task: evaluation episodes per task.
+        seed: seed of the environment and of torch.
+
+    Examples:
+        >>> module = MultiTaskPPO("MT3", arch="moore", total_frames=6_000)
+        >>> module.frames_per_batch, type(module.loss_module).__name__
+        (2001, 'ClipPPOLoss')
+    """
+
+    def __init__(
+        self,
+        suite: str = "MT3",
+        arch: Literal["mtppo", "moe", "moore"] = "mtppo",
+        num_experts: int | None = None,
+        layer_norm: bool = False,
+        envs_per_task: int = 1,
+        task_sampling: Literal["lockstep", "random"] = "lockstep",
+        total_frames: int = 400_000,
+        frames_per_batch: int = 2_000,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_epsilon: float = 0.2,
+        entropy_coef: float = 0.01,
+        policy_epochs: int = 8,
+        policy_minibatch_per_task: int = 256,
+        critic_batch: int = 2_000,
+        max_grad_norm: float | None = None,
+        eval_every_frames: int = 10_000,
+        eval_episodes_per_task: int = 25,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if suite not in MINIGRID_SUITES:
+            raise ValueError(f"Unknown suite {suite!r}; allowed: {list(MINIGRID_SUITES)}.")
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"Unknown arch {arch!r}; allowed: {list(ARCHITECTURES)}.")
+        for name, value in {
+            "total_frames": total_frames,
+            "frames_per_batch": frames_per_batch,
+            "policy_epochs": policy_epochs,
+            "policy_minibatch_per_task": policy_minibatch_per_task,
+            "critic_batch": critic_batch,
+            "eval_episodes_per_task": eval_episodes_per_task,
+            "envs_per_task": envs_per_task,
+        }.items():
+            if value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.num_tasks = len(MINIGRID_SUITES[suite])
+        self.task_names = list(MINIGRID_SUITES[suite])
+        n_envs = self.num_tasks * envs_per_task
+        self.frames_per_batch = math.ceil(frames_per_batch / n_envs) * n_envs
+        torch.manual_seed(seed)
+        self.actor = make_ppo_actor(suite, arch, num_experts, layer_norm)
+        self.critic = make_ppo_critic(suite, arch, num_experts, layer_norm)
+        self.loss_module = ClipPPOLoss(
+            self.actor,
+            self.critic,
+            clip_epsilon=clip_epsilon,
+            entropy_coeff=entropy_coef,
+            critic_coeff=0,
+            normalize_advantage=False,
+        )
+        self.advantage = GAE(
+            gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=False
+        )
+        self.frames = 0
+        self._last_eval = 0
+        self._loader: CollectorLoader | None = None
+        self._clock = time.perf_counter()
+        self.latest: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ data and optimizers
+    def train_dataloader(self) -> CollectorLoader:
+        batches = math.ceil(self.hparams.total_frames / self.frames_per_batch)
+        self._loader = CollectorLoader(
+            lambda: make_minigrid_env(
+                self.hparams.suite,
+                envs_per_task=self.hparams.envs_per_task,
+                task_sampling=self.hparams.task_sampling,
+                seed=self.hparams.seed + 1000 * self.global_rank,
+            ),
+            self.actor,
+            self.frames_per_batch,
+            batches_per_epoch=batches,
+        )
+        return self._loader
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        kwargs = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}
+        actor_params = list(self.loss_module.actor_network_params.values(True, True))
+        critic_params = list(self.loss_module.critic_network_params.values(True, True))
+        return [torch.optim.Adam(actor_params, **kwargs), torch.optim.Adam(critic_params, **kwargs)]
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        actor_optimizer, critic_optimizer = self.optimizers()
+        self.frames += batch.numel()
+        self._log_episodes(batch, "charts")
+        with torch.no_grad():
+            self.advantage(batch)
+        data = batch.reshape(-1)
+        data.set("advantage", self._normalise_per_task(data["advantage"], data["task_id"]))
+
+        losses: dict[str, list[torch.Tensor]] = {}
+        for _ in range(self.hparams.policy_epochs):
+            for minibatch in self._stratified_minibatches(data):
+                loss_td = self.loss_module(minibatch)
+                actor_loss = loss_td["loss_objective"] + loss_td["loss_entropy"]
+                self._check_finite({"loss_objective": loss_td["loss_objective"],
+                                    "loss_entropy": loss_td["loss_entropy"]})  # fmt: skip
+                actor_optimizer.zero_grad()
+                self.manual_backward(actor_loss)
+                self._clip(actor_optimizer)
+                actor_optimizer.step()
+                for key in (
+                    "loss_objective",
+                    "loss_entropy",
+                    "entropy",
+                    "kl_approx",
+                    "clip_fraction",
+                ):
+                    if key in loss_td:
+                        losses.setdefault(key, []).append(loss_td[key].detach())
+            for critic_batch in data.split(self.hparams.critic_batch):
+                value = self.critic(critic_batch.select(*self.critic.in_keys))["state_value"]
+                critic_loss = F.mse_loss(value, critic_batch["value_target"])
+                self._check_finite({"loss_critic": critic_loss})
+                critic_optimizer.zero_grad()
+                self.manual_backward(critic_loss)
+                self._clip(critic_optimizer)
+                critic_optimizer.step()
+                losses.setdefault("loss_critic", []).append(critic_loss.detach())
+
+        now = time.perf_counter()
+        sps = batch.numel() / max(now - self._clock, 1e-9)
+        self._clock = now
+        scalars = {f"losses/{k}": torch.stack(v).mean().item() for k, v in losses.items()}
+        scalars["charts/sps"] = sps
+        self.log_frames(scalars)
+        self.log("fps", sps, prog_bar=True, logger=False, batch_size=1)
+        if "charts/normalized_return_mean" in self.latest:
+            ret = self.latest["charts/normalized_return_mean"]
+            self.log("return", ret, prog_bar=True, logger=False, batch_size=1)
+
+        every = self.hparams.eval_every_frames
+        if every and self.frames // every > self._last_eval // every:
+            self._last_eval = self.frames
+            self.evaluate()
+        if self.frames >= self.hparams.total_frames:
+            self.trainer.should_stop = True
+
+    def _clip(self, optimizer: Any) -> None:
+        if self.hparams.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm)
+
+    def _normalise_per_task(self, advantage: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        advantage = advantage.clone()
+        flat = advantage.view(len(task), -1)
+        for t in task.unique():
+            rows = task == t
+            values = flat[rows]
+            flat[rows] = (values - values.mean()) / (values.std(unbiased=False) + 1e-8)
+        return advantage
+
+    def _stratified_minibatches(self, data: TensorDictBase) -> list[TensorDictBase]:
+        """Shuffled minibatches holding ``policy_minibatch_per_task`` samples of every task."""
+        task = data["task_id"]
+        size = self.hparams.policy_minibatch_per_task
+        per_task = [(task == t).nonzero().view(-1) for t in task.unique()]
+        count = max(math.ceil(len(idx) / size) for idx in per_task)
+        chunks = [idx[torch.randperm(len(idx))].tensor_split(count) for idx in per_task]
+        return [data[torch.cat([c[i] for c in chunks])] for i in range(count)]
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    f"{name} is {value.item()} at frame {self.frames}: stopping; the last "
+                    "checkpoint written before this frame is intact."
+                )
+
+    # ------------------------------------------------------------------ logging
+    def log_frames(self, scalars: dict[str, float]) -> None:
+        """Log ``scalars`` to every logger against environment frames."""
+        self.latest.update(scalars)
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.frames)
+
+    def _log_episodes(self, batch: TensorDictBase, prefix: str) -> None:
+        done = batch["next", "done"].squeeze(-1)
+        if not done.any():
+            return
+        task = batch["task_id"]
+        scalars: dict[str, float] = {}
+        for key in ("episode_return", "normalized_return"):
+            means = per_task_mean(batch["next", key], task, self.num_tasks, mask=done)
+            for name, value in zip(self.task_names, means.tolist(), strict=True):
+                if not math.isnan(value):
+                    scalars[f"{prefix}/{key}/{name}"] = value
+            if not means.isnan().any():
+                scalars[f"{prefix}/{key}_mean"] = means.mean().item()
+        self.log_frames(scalars)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Greedy evaluation: ``eval_episodes_per_task`` episodes of every task.
+
+        Returns and logs ``charts/eval/episode_return/<task>``,
+        ``charts/eval/normalized_return/<task>`` and their means over tasks.
+        """
+        episodes = self.hparams.eval_episodes_per_task
+        env = make_minigrid_env(
+            self.hparams.suite,
+            envs_per_task=min(episodes, 5),
+            seed=self.hparams.seed + 10_000 + self.frames,
+        )
+        returns: list[list[float]] = [[] for _ in range(self.num_tasks)]
+        normalised: list[list[float]] = [[] for _ in range(self.num_tasks)]
+        td = env.reset()
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            while min(len(r) for r in returns) < episodes:
+                td, next_td = env.step_and_maybe_reset(self.actor(td))
+                done = td["next", "done"].view(-1)
+                for slot in done.nonzero().view(-1).tolist():
+                    task = int(td["task_id"][slot])
+                    if len(returns[task]) < episodes:
+                        returns[task].append(float(td["next", "episode_return"][slot]))
+                        normalised[task].append(float(td["next", "normalized_return"][slot]))
+                td = next_td
+        env.close()
+        scalars: dict[str, float] = {}
+        for name, r, n in zip(self.task_names, returns, normalised, strict=True):
+            scalars[f"charts/eval/episode_return/{name}"] = sum(r) / len(r)
+            scalars[f"charts/eval/normalized_return/{name}"] = sum(n) / len(n)
+        scalars["charts/eval/normalized_return_mean"] = (
+            sum(scalars[f"charts/eval/normalized_return/{name}"] for name in self.task_names)
+            / self.num_tasks
+        )
+        self.log_frames(scalars)
+        return scalars
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["torchrl_sparse"] = {
+            "frames": self.frames,
+            "last_eval": self._last_eval,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["torchrl_sparse"]
+        self.frames = state["frames"]
+        self._last_eval = state["last_eval"]
+        torch.set_rng_state(state["torch_rng"])
+
+    def on_train_end(self) -> None:
+        if self._loader is not None:
+            self._loader.shutdown()
