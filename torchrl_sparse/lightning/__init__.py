@@ -2,12 +2,22 @@
 
 from torchrl_sparse.lightning.callbacks import FrameCheckpoint, SparsityCallback, SummaryFigure
 from torchrl_sparse.lightning.loader import CollectorLoader
+from torchrl_sparse.lightning.plasticity import (
+    PlasticityMonitorCallback,
+    ReDoCallback,
+    ResetCallback,
+    ShrinkAndPerturbCallback,
+)
 from torchrl_sparse.lightning.ppo import MultiTaskPPO
 
 __all__ = [
     "CollectorLoader",
     "FrameCheckpoint",
     "MultiTaskPPO",
+    "PlasticityMonitorCallback",
+    "ReDoCallback",
+    "ResetCallback",
+    "ShrinkAndPerturbCallback",
     "SparsityCallback",
     "SummaryFigure",
 ]

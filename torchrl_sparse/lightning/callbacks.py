@@ -9,6 +9,7 @@ do.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 from typing import Any, Literal
@@ -130,7 +131,7 @@ class FrameCheckpoint(ModelCheckpoint):
     finishes the current batch, writes ``last.ckpt`` and stops.
 
     Args:
-        dirpath: checkpoint directory.
+        dirpath: checkpoint directory; by default ``<logger dir>/checkpoints``.
         every_n_frames: checkpoint period in environment frames.
 
     Examples:
@@ -139,7 +140,7 @@ class FrameCheckpoint(ModelCheckpoint):
         50000
     """
 
-    def __init__(self, dirpath: str | Path, every_n_frames: int = 50_000) -> None:
+    def __init__(self, dirpath: str | Path | None = None, every_n_frames: int = 50_000) -> None:
         if every_n_frames < 1:
             raise ValueError(f"every_n_frames must be a positive int, got {every_n_frames!r}.")
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_epochs=0)
@@ -151,10 +152,8 @@ class FrameCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_saved = pl_module.frames
         # Lightning itself only watches SIGTERM; SIGINT gets the same graceful stop.
-        try:
+        with contextlib.suppress(ValueError):  # not in the main thread: SIGINT stays Lightning's
             self._previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
-        except ValueError:  # not in the main thread: leave SIGINT to Lightning
-            pass
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._interrupted = True

@@ -7,7 +7,8 @@ callbacks, so ``--print_config`` shows every option.
 Recipe files may start with ``extends: <path>`` (or a list of paths, relative to the file) to
 share the common parts: the bases are merged first, dictionaries key by key, lists
 concatenated (so a condition adds its callbacks to the base's), and other values overridden by
-the extending file.
+the extending file. A recipe without a logger logs to TensorBoard under
+``runs/<recipe path below recipes/>/seed<seed>``, with checkpoints in its ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,29 @@ def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     return _merge(merged, config)
 
 
+def _with_run_logger(path: str | Path) -> dict[str, Any]:
+    """The recipe, with a TensorBoard logger named after it unless it sets one.
+
+    ``recipes/minigrid/mt3/moore/gmp.yaml`` logs to ``runs/minigrid/mt3/moore/gmp/seed<seed>``:
+    a fixed directory per condition and seed, so ``--ckpt_path last`` finds the run again.
+    """
+    recipe = load_recipe(path)
+    trainer = recipe.setdefault("trainer", {}) or {}
+    recipe["trainer"] = trainer
+    if "logger" not in trainer:
+        resolved = Path(path).resolve()
+        parts = resolved.with_suffix("").parts
+        name = (
+            "/".join(parts[parts.index("recipes") + 1 :]) if "recipes" in parts else resolved.stem
+        )
+        seed = recipe.get("model", {}).get("init_args", {}).get("seed", 0)
+        trainer["logger"] = {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": "runs", "name": name, "version": f"seed{seed}"},
+        }
+    return recipe
+
+
 def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
     """Replace every ``--config FILE`` that uses ``extends`` by a merged copy."""
     expanded: list[str] = []
@@ -72,12 +96,9 @@ def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
         elif arg.startswith("--config="):
             value = arg.split("=", 1)[1]
         if value is not None and Path(value).is_file():
-            raw = yaml.safe_load(Path(value).read_text()) or {}
-            if isinstance(raw, dict) and "extends" in raw:
-                merged = workdir / f"{Path(value).stem}.merged.yaml"
-                merged.write_text(yaml.safe_dump(load_recipe(value), sort_keys=False))
-                value = str(merged)
-            expanded += ["--config", value]
+            merged = workdir / f"{len(expanded)}_{Path(value).stem}.yaml"
+            merged.write_text(yaml.safe_dump(_with_run_logger(value), sort_keys=False))
+            expanded += ["--config", str(merged)]
         elif value is not None:
             expanded += ["--config", value]
         else:
@@ -88,12 +109,17 @@ def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
 
 def main(args: list[str] | None = None) -> LightningCLI:
     """Entry point of ``torchrl-sparse`` and ``python -m torchrl_sparse``."""
-    argv = list(sys.argv[1:] if args is None else args)
+    from_command_line = args is None
+    argv = list(sys.argv[1:] if from_command_line else args)
     with tempfile.TemporaryDirectory(prefix="torchrl_sparse_recipe_") as workdir:
+        expanded = _expand_configs(argv, Path(workdir))
+        if from_command_line:
+            # LightningCLI reads sys.argv itself and warns when given both.
+            sys.argv = [sys.argv[0], *expanded]
         return LightningCLI(
             LightningModule,
             subclass_mode_model=True,
-            args=_expand_configs(argv, Path(workdir)),
+            args=None if from_command_line else expanded,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
                 "max_epochs": 1,

@@ -3,8 +3,8 @@
 Lightning iterates a "dataloader" once per epoch, and a finite TorchRL collector is exhausted
 after its first pass. :class:`CollectorLoader` wraps an *endless* collector and hands out a
 fixed number of batches per epoch from one persistent iterator. It is a Lightning *stateful*
-loader: its ``state_dict`` (environment simulator state and the collector's carried step
-data) travels in every checkpoint, so a resumed run continues the same episodes.
+loader: its ``state_dict`` (environment simulator state, the collector's carried step data
+and the torch generator) travels in every checkpoint, so a resumed run continues the same episodes.
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ class CollectorLoader:
     def state_dict(self) -> dict[str, Any]:
         collector = self.collector
         base = collector.env.base_env if hasattr(collector.env, "base_env") else collector.env
-        state: dict[str, Any] = {}
+        # The next batch is sampled with the global torch generator: restoring it right
+        # before collecting (after the collector's own construction) replays the same actions.
+        state: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
         if hasattr(base, "simulator_state"):
             state["simulator"] = base.simulator_state()
         # The collector carries the last step's (transformed) data into the next rollout; it
@@ -120,3 +122,4 @@ class CollectorLoader:
         if shuttle is not None and "shuttle" in state:
             with torch.no_grad():
                 shuttle.update_(state["shuttle"])
+        torch.set_rng_state(state["torch_rng"])

@@ -33,10 +33,12 @@ from torchrl.objectives.value import GAE
 from torchrl_sparse.envs import MINIGRID_SUITES, make_minigrid_env, per_task_mean
 from torchrl_sparse.lightning.loader import CollectorLoader
 from torchrl_sparse.modules import make_ppo_actor, make_ppo_critic
+from torchrl_sparse.objectives import PCGrad
 
 __all__ = ["MultiTaskPPO"]
 
 ARCHITECTURES = ("mtppo", "moe", "moore")
+ACTOR_LOSSES = ("loss_objective", "loss_entropy")
 
 
 class MultiTaskPPO(pl.LightningModule):
@@ -68,8 +70,10 @@ class MultiTaskPPO(pl.LightningModule):
         policy_minibatch_per_task: actor minibatch samples per task.
         critic_batch: critic regression batch (the whole batch by default).
         max_grad_norm: gradient clipping (``None`` for none).
+        pcgrad: project conflicting per-task actor gradients (PCGrad, Yu et al. 2020).
         eval_every_frames: evaluation period (``0`` disables evaluation).
         eval_episodes_per_task: evaluation episodes per task.
+        eval_deterministic: act greedily in evaluation instead of sampling from the policy.
         seed: seed of the environment and of torch.
 
     Examples:
@@ -98,8 +102,10 @@ class MultiTaskPPO(pl.LightningModule):
         policy_minibatch_per_task: int = 256,
         critic_batch: int = 2_000,
         max_grad_norm: float | None = None,
+        pcgrad: bool = False,
         eval_every_frames: int = 10_000,
         eval_episodes_per_task: int = 25,
+        eval_deterministic: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -138,9 +144,11 @@ class MultiTaskPPO(pl.LightningModule):
         self.advantage = GAE(
             gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=False
         )
+        self.observation_keys = ("observation", "task_id")
         self.frames = 0
         self._last_eval = 0
         self._loader: CollectorLoader | None = None
+        self._pcgrad: PCGrad | None = None
         self._clock = time.perf_counter()
         self.latest: dict[str, float] = {}
 
@@ -166,6 +174,29 @@ class MultiTaskPPO(pl.LightningModule):
         critic_params = list(self.loss_module.critic_network_params.values(True, True))
         return [torch.optim.Adam(actor_params, **kwargs), torch.optim.Adam(critic_params, **kwargs)]
 
+    def on_fit_start(self) -> None:
+        self._pcgrad = None
+        if self.hparams.pcgrad:
+            actor_optimizer = self.trainer.optimizers[0]
+            self._pcgrad = PCGrad(
+                self.loss_module,
+                actor_optimizer,
+                task_key="task_id",
+                loss_keys=list(ACTOR_LOSSES),
+                max_grad_norm=self.hparams.max_grad_norm,
+            )
+
+    def networks(self) -> dict[str, tuple[torch.nn.Module, int]]:
+        """The networks plasticity tools act on, with the index of their optimizer."""
+        return {"actor": (self.actor, 0), "critic": (self.critic, 1)}
+
+    def feature_modules(self) -> dict[str, str]:
+        """Submodule holding each network's shared representation (the encoder's output)."""
+        return {
+            name: next(n for n, _ in module.named_modules() if n.endswith("encoder"))
+            for name, (module, _) in self.networks().items()
+        }
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         actor_optimizer, critic_optimizer = self.optimizers()
@@ -179,14 +210,16 @@ class MultiTaskPPO(pl.LightningModule):
         losses: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.hparams.policy_epochs):
             for minibatch in self._stratified_minibatches(data):
-                loss_td = self.loss_module(minibatch)
-                actor_loss = loss_td["loss_objective"] + loss_td["loss_entropy"]
-                self._check_finite({"loss_objective": loss_td["loss_objective"],
-                                    "loss_entropy": loss_td["loss_entropy"]})  # fmt: skip
-                actor_optimizer.zero_grad()
-                self.manual_backward(actor_loss)
-                self._clip(actor_optimizer)
-                actor_optimizer.step()
+                if self._pcgrad is not None:
+                    loss_td = self._pcgrad.step(minibatch)
+                    self._check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
+                else:
+                    loss_td = self.loss_module(minibatch)
+                    self._check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
+                    actor_optimizer.zero_grad()
+                    self.manual_backward(loss_td["loss_objective"] + loss_td["loss_entropy"])
+                    self._clip(actor_optimizer)
+                    actor_optimizer.step()
                 for key in (
                     "loss_objective",
                     "loss_entropy",
@@ -279,7 +312,9 @@ class MultiTaskPPO(pl.LightningModule):
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Greedy evaluation: ``eval_episodes_per_task`` episodes of every task.
+        """Evaluate ``eval_episodes_per_task`` episodes of every task on a fresh environment.
+
+        The torch generator is forked, so evaluating does not change the training run.
 
         Returns and logs ``charts/eval/episode_return/<task>``,
         ``charts/eval/normalized_return/<task>`` and their means over tasks.
@@ -293,7 +328,12 @@ class MultiTaskPPO(pl.LightningModule):
         returns: list[list[float]] = [[] for _ in range(self.num_tasks)]
         normalised: list[list[float]] = [[] for _ in range(self.num_tasks)]
         td = env.reset()
-        with set_exploration_type(ExplorationType.DETERMINISTIC):
+        exploration = (
+            ExplorationType.DETERMINISTIC
+            if self.hparams.eval_deterministic
+            else ExplorationType.RANDOM
+        )
+        with torch.random.fork_rng(), set_exploration_type(exploration):
             while min(len(r) for r in returns) < episodes:
                 td, next_td = env.step_and_maybe_reset(self.actor(td))
                 done = td["next", "done"].view(-1)
@@ -317,17 +357,12 @@ class MultiTaskPPO(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["torchrl_sparse"] = {
-            "frames": self.frames,
-            "last_eval": self._last_eval,
-            "torch_rng": torch.get_rng_state(),
-        }
+        checkpoint["torchrl_sparse"] = {"frames": self.frames, "last_eval": self._last_eval}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["torchrl_sparse"]
         self.frames = state["frames"]
         self._last_eval = state["last_eval"]
-        torch.set_rng_state(state["torch_rng"])
 
     def on_train_end(self) -> None:
         if self._loader is not None:

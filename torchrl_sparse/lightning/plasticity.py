@@ -1,0 +1,278 @@
+"""Lightning callbacks for plasticity: the metric monitor and the interventions.
+
+They build the objects of :mod:`torchrl_sparse.plasticity` on the LightningModule's networks,
+which the module names through ``networks()`` (``{"actor": (module, optimizer index), ...}``)
+and ``feature_modules()`` (``{"actor": "<submodule with the shared representation>"}``).
+When a :class:`~torchrl_sparse.lightning.SparsityCallback` runs too, its masks are used:
+dormant units are counted among units that still have incoming connections, and ReDo never
+revives a pruned connection. Cadences count environment frames; every callback keeps its
+state in checkpoints.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import lightning.pytorch as pl
+from torch import nn
+
+from torchrl_sparse.lightning.callbacks import SparsityCallback
+from torchrl_sparse.plasticity import (
+    ALL_METRICS,
+    ObservationReservoir,
+    PlasticityMonitor,
+    ReDo,
+    Reset,
+    ShrinkAndPerturb,
+)
+
+__all__ = ["PlasticityMonitorCallback", "ReDoCallback", "ResetCallback", "ShrinkAndPerturbCallback"]
+
+
+def _networks(pl_module: pl.LightningModule, names: list[str]) -> dict[str, tuple[nn.Module, int]]:
+    available = pl_module.networks()
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"Unknown networks {unknown}; allowed: {list(available)}.")
+    return {n: available[n] for n in names}
+
+
+def _mask_provider(trainer: pl.Trainer) -> Any:
+    for callback in trainer.callbacks:
+        if isinstance(callback, SparsityCallback) and callback.sparsifier is not None:
+            return callback.sparsifier
+    return None
+
+
+class PlasticityMonitorCallback(pl.Callback):
+    """Log ``plasticity/<network>/...`` metrics every ``every_n_frames`` frames.
+
+    Metric batches of ``batch_size`` states are sampled from a reservoir of the most recent
+    ``reservoir_size`` training observations, as in the papers (1,024 states from the last
+    100k, every 10k frames).
+
+    Args:
+        metrics: subset of ``torchrl_sparse.plasticity.ALL_METRICS`` (default: all).
+        networks: which networks to monitor.
+        every_n_frames: cadence in environment frames.
+        tau: dormancy threshold (0.1 for logging).
+        delta: srank threshold.
+        batch_size: states per metric batch.
+        reservoir_size: recent observations kept to sample from.
+
+    Examples:
+        >>> from torchrl_sparse.lightning import PlasticityMonitorCallback
+        >>> PlasticityMonitorCallback(["dormant_ratio", "srank"]).every_n_frames
+        10000
+    """
+
+    def __init__(
+        self,
+        metrics: list[str] | None = None,
+        networks: list[str] | None = None,
+        every_n_frames: int = 10_000,
+        tau: float = 0.1,
+        delta: float = 0.01,
+        batch_size: int = 1_024,
+        reservoir_size: int = 100_000,
+    ) -> None:
+        self.metrics = list(metrics) if metrics is not None else list(ALL_METRICS)
+        self.network_names = networks or ["actor", "critic"]
+        self.every_n_frames = every_n_frames
+        self.tau = tau
+        self.delta = delta
+        self.batch_size = batch_size
+        self.reservoir_size = reservoir_size
+        self.monitor: PlasticityMonitor | None = None
+        self._pending: dict[str, Any] | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        networks = _networks(pl_module, self.network_names)
+        features = {k: v for k, v in pl_module.feature_modules().items() if k in networks}
+        provider = _mask_provider(trainer)
+        self.reservoir = ObservationReservoir(
+            in_keys=list(pl_module.observation_keys), capacity=self.reservoir_size
+        )
+        self.monitor = PlasticityMonitor(
+            {name: module for name, (module, _) in networks.items()},
+            self.metrics,
+            tau=self.tau,
+            delta=self.delta,
+            every=self.every_n_frames,
+            batch_size=self.batch_size,
+            features=features,
+            masks={name: provider for name in networks} if provider is not None else None,
+            task_key="task_id",
+            reservoir=self.reservoir,
+        )
+        if self._pending is not None:
+            self.monitor.load_state_dict(self._pending)
+            self._pending = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        *args: Any,
+    ) -> None:
+        assert self.monitor is not None
+        self.reservoir.record(batch.reshape(-1))
+        metrics = self.monitor.step(pl_module.frames_per_batch)
+        if metrics is not None:
+            pl_module.log_frames({key: float(value) for key, value in metrics.items()})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.monitor is None else self.monitor.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._pending = state_dict
+
+
+class _InterventionCallback(pl.Callback, ABC):
+    """Builds one intervention per network at fit start and steps it with frames."""
+
+    def __init__(self, networks: list[str] | None) -> None:
+        self.network_names = networks or ["actor", "critic"]
+        self.interventions: dict[str, Any] = {}
+        self._pending: dict[str, Any] = {}
+
+    @abstractmethod
+    def build(self, module: nn.Module, optimizer: Any, masks: Any) -> Any:
+        """The intervention for one network."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        provider = _mask_provider(trainer)
+        for name, (module, index) in _networks(pl_module, self.network_names).items():
+            self.interventions[name] = self.build(module, trainer.optimizers[index], provider)
+            if name in self._pending:
+                self.interventions[name].load_state_dict(self._pending.pop(name))
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        *args: Any,
+    ) -> None:
+        # The latest batch (not a reservoir) decides which units are dormant, so a resumed
+        # run makes the same decisions as an uninterrupted one.
+        states = batch.reshape(-1)
+        for name, intervention in self.interventions.items():
+            stats = intervention.step(pl_module.frames_per_batch, lambda: states)
+            if stats:
+                pl_module.log_frames({f"plasticity/{name}/{k}": float(v) for k, v in stats.items()})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: i.state_dict() for name, i in self.interventions.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+
+class ReDoCallback(_InterventionCallback):
+    """ReDo (Sokar et al.): re-initialise dormant units every ``every_n_frames`` frames.
+
+    Incoming weights of units with score ``<= tau`` are re-initialised (only active entries in
+    a sparse layer), outgoing weights and biases zeroed, their optimizer state reset.
+
+    Args:
+        every_n_frames: period (5,000 in Todorov et al.).
+        tau: dormancy threshold (0.001 in Todorov et al.).
+        networks: which networks.
+
+    Examples:
+        >>> from torchrl_sparse.lightning import ReDoCallback
+        >>> ReDoCallback().tau
+        0.001
+    """
+
+    def __init__(
+        self, every_n_frames: int = 5_000, tau: float = 0.001, networks: list[str] | None = None
+    ) -> None:
+        super().__init__(networks)
+        self.every_n_frames = every_n_frames
+        self.tau = tau
+
+    def build(self, module: nn.Module, optimizer: Any, masks: Any) -> ReDo:
+        return ReDo(module, optimizer, tau=self.tau, every=self.every_n_frames, masks=masks)
+
+
+class ResetCallback(_InterventionCallback):
+    """Reset: re-initialise chosen layers (and their optimizer state) on a schedule.
+
+    Args:
+        layers: layer names or globs, by default the output layer of every task head.
+        every_n_frames: period (100,000 in Todorov et al.).
+        max_resets: at most this many resets (2 in Todorov et al.).
+        networks: which networks.
+
+    Examples:
+        >>> from torchrl_sparse.lightning import ResetCallback
+        >>> ResetCallback().max_resets
+        2
+    """
+
+    def __init__(
+        self,
+        layers: list[str] | None = None,
+        every_n_frames: int = 100_000,
+        max_resets: int | None = 2,
+        networks: list[str] | None = None,
+    ) -> None:
+        super().__init__(networks)
+        self.layers = layers or ["*head.heads.*.2"]
+        self.every_n_frames = every_n_frames
+        self.max_resets = max_resets
+
+    def build(self, module: nn.Module, optimizer: Any, masks: Any) -> Reset:
+        return Reset(
+            module,
+            self.layers,
+            optimizer,
+            every=self.every_n_frames,
+            max_resets=self.max_resets,
+            masks=masks,
+        )
+
+
+class ShrinkAndPerturbCallback(_InterventionCallback):
+    """Shrink-and-perturb (Ash & Adams): ``w <- shrink * w + perturb * w_fresh_init``.
+
+    Args:
+        shrink: weight multiplier.
+        perturb: scale of the fresh-initialisation noise.
+        every_n_frames: period.
+        networks: which networks.
+
+    Examples:
+        >>> from torchrl_sparse.lightning import ShrinkAndPerturbCallback
+        >>> ShrinkAndPerturbCallback().shrink
+        0.8
+    """
+
+    def __init__(
+        self,
+        shrink: float = 0.8,
+        perturb: float = 0.2,
+        every_n_frames: int = 100_000,
+        networks: list[str] | None = None,
+    ) -> None:
+        super().__init__(networks)
+        self.shrink = shrink
+        self.perturb = perturb
+        self.every_n_frames = every_n_frames
+
+    def build(self, module: nn.Module, optimizer: Any, masks: Any) -> ShrinkAndPerturb:
+        return ShrinkAndPerturb(
+            module,
+            optimizer,
+            shrink=self.shrink,
+            perturb=self.perturb,
+            every=self.every_n_frames,
+            masks=masks,
+        )
