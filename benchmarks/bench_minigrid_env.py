@@ -1,23 +1,36 @@
 """Frames per second of the MiniGrid multi-task suite, side by side with its baselines.
 
-Compares, for the MT3 tasks with the same number of sub-environments:
+Compares, for the MT3 tasks with the same sub-environments (``--envs-per-task`` per task) and
+the same number of frames:
 
-1. raw gymnasium MiniGrid stepping (a Python loop over ``gym.make`` envs, random actions);
-2. a TorchRL ``SerialEnv`` of one ``GymEnv`` per sub-environment (``ImgObsWrapper``);
-3. :func:`torchrl_sparse.envs.make_minigrid_env` (one batched env, transforms included).
+1. raw gymnasium MiniGrid stepping: a Python loop over ``gym.make`` envs, random actions,
+   resetting finished envs;
+2. a TorchRL ``SerialEnv`` with one ``GymEnv`` (``ImgObsWrapper``) per sub-environment, i.e.
+   per (task, env) slot, without transforms;
+3. :func:`torchrl_sparse.envs.make_minigrid_env`, transforms included.
+
+Both TorchRL environments are driven as PPO training drives them: an endless
+``torchrl.collectors.Collector`` with ``frames_per_batch=2000`` (rounded up to a multiple of the
+number of sub-environments, as :class:`~torchrl_sparse.lightning.MultiTaskPPO` does). The policy
+draws random actions (``RandomPolicy``) so that every contender pays the same for its actions
+and the numbers measure the environments, not a network.
 
 Targets (issue #3): the suite is >= 2x the ``SerialEnv`` baseline and >= 50% of raw stepping.
+The default is training's default, one environment per task; TorchRL's fixed cost per batched
+step is amortised over the sub-environments, so the ratios improve with ``--envs-per-task``.
 
-Each number is the best of ``--repeats`` runs, since other processes on a small machine only
-ever slow a run down. TorchRL's fixed cost per batched step is amortised over the
-sub-environments, so the ratios improve with ``--envs-per-task``.
+The contenders run in interleaved rounds in one process (so a change of machine load hits all
+of them) and each number is the best round, since other processes only ever slow a run down.
+The load average is printed before and after.
 
-Run: ``python benchmarks/bench_minigrid_env.py [--frames 24000] [--envs-per-task 4]``.
+Run: ``python benchmarks/bench_minigrid_env.py [--envs-per-task 1] [--batches 6] [--rounds 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import time
 from collections.abc import Callable
 
@@ -26,17 +39,18 @@ import minigrid  # noqa: F401  (registers MiniGrid ids)
 import numpy as np
 import torch
 from minigrid.wrappers import ImgObsWrapper
-from torchrl.envs import GymWrapper, SerialEnv
+from torchrl.collectors import Collector
+from torchrl.envs import EnvBase, GymWrapper, SerialEnv
+from torchrl.envs.utils import RandomPolicy
 
 from torchrl_sparse.envs import make_minigrid_env, minigrid_task_ids
 
-
-def best_of(repeats: int, bench: Callable[[], float]) -> float:
-    """Highest frames/s over ``repeats`` runs."""
-    return max(bench() for _ in range(repeats))
+FRAMES_PER_BATCH = 2_000
+"""Training's default frames per collected batch."""
 
 
 def bench_raw(task_ids: list[str], envs_per_task: int, frames: int) -> float:
+    """Frames/s of a plain loop over gymnasium MiniGrid envs."""
     envs = [gym.make(task) for task in task_ids for _ in range(envs_per_task)]
     for i, env in enumerate(envs):
         env.reset(seed=i)
@@ -51,50 +65,70 @@ def bench_raw(task_ids: list[str], envs_per_task: int, frames: int) -> float:
     return steps * len(envs) / (time.perf_counter() - start)
 
 
-def _gym_env(task: str) -> GymWrapper:
-    return GymWrapper(ImgObsWrapper(gym.make(task)))
+def bench_collector(env: EnvBase, frames_per_batch: int, batches: int) -> float:
+    """Frames/s of an endless collector on ``env``, after one warm-up batch."""
+    collector = Collector(
+        env, RandomPolicy(env.action_spec), frames_per_batch=frames_per_batch, total_frames=-1
+    )
+    batches_iter = iter(collector)
+    next(batches_iter)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(batches_iter)
+    elapsed = time.perf_counter() - start
+    collector.shutdown()
+    return batches * frames_per_batch / elapsed
 
 
-def bench_serial(task_ids: list[str], envs_per_task: int, frames: int) -> float:
-    fns = [lambda task=task: _gym_env(task) for task in task_ids for _ in range(envs_per_task)]
+def serial_env(task_ids: list[str], envs_per_task: int) -> SerialEnv:
+    """One ``GymEnv`` per (task, env) slot, stepped in series."""
+    fns = [
+        lambda task=task: GymWrapper(ImgObsWrapper(gym.make(task)))
+        for task in task_ids
+        for _ in range(envs_per_task)
+    ]
     env = SerialEnv(len(fns), fns)
     env.set_seed(0)
-    env.rollout(10, break_when_any_done=False)
-    steps = frames // len(fns)
-    start = time.perf_counter()
-    env.rollout(steps, break_when_any_done=False)
-    elapsed = time.perf_counter() - start
-    env.close()
-    return steps * len(fns) / elapsed
-
-
-def bench_suite(envs_per_task: int, frames: int) -> float:
-    env = make_minigrid_env("MT3", envs_per_task=envs_per_task, seed=0)
-    env.rollout(10, break_when_any_done=False)
-    n = env.batch_size[0]
-    steps = frames // n
-    start = time.perf_counter()
-    env.rollout(steps, break_when_any_done=False)
-    return steps * n / (time.perf_counter() - start)
+    return env
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=24_000)
-    parser.add_argument("--envs-per-task", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--envs-per-task", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=6, help="timed batches per round")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     task_ids = minigrid_task_ids("MT3")
-    n = len(task_ids) * args.envs_per_task
-    per_task, frames, repeats = args.envs_per_task, args.frames, args.repeats
-    print(f"MiniGrid MT3, {n} sub-environments, {frames} frames, random actions, best of {repeats}")
-    raw = best_of(repeats, lambda: bench_raw(task_ids, per_task, frames))
-    serial = best_of(repeats, lambda: bench_serial(task_ids, per_task, frames))
-    suite = best_of(repeats, lambda: bench_suite(per_task, frames))
-    print(f"{'raw gymnasium loop':<32}{raw:>10.0f} frames/s")
-    print(f"{'SerialEnv of GymEnv':<32}{serial:>10.0f} frames/s")
-    print(f"{'torchrl_sparse MiniGrid suite':<32}{suite:>10.0f} frames/s")
+    per_task = args.envs_per_task
+    n = len(task_ids) * per_task
+    frames_per_batch = math.ceil(FRAMES_PER_BATCH / n) * n
+    frames = args.batches * frames_per_batch
+    print(
+        f"MiniGrid MT3, {n} sub-environments ({per_task} per task), {frames} frames per run "
+        f"({args.batches} x {frames_per_batch}-frame collector batches), random actions, "
+        f"best of {args.rounds} interleaved rounds"
+    )
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    contenders: dict[str, Callable[[], float]] = {
+        "raw gymnasium loop": lambda: bench_raw(task_ids, per_task, frames),
+        "SerialEnv of GymEnv": lambda: bench_collector(
+            serial_env(task_ids, per_task), frames_per_batch, args.batches
+        ),
+        "torchrl_sparse MiniGrid suite": lambda: bench_collector(
+            make_minigrid_env("MT3", envs_per_task=per_task, seed=0),
+            frames_per_batch,
+            args.batches,
+        ),
+    }
+    best = dict.fromkeys(contenders, 0.0)
+    for _ in range(args.rounds):
+        for name, bench in contenders.items():
+            best[name] = max(best[name], bench())
+    print("load average (1, 5, 15 min) after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    for name, fps in best.items():
+        print(f"{name:<32}{fps:>10.0f} frames/s")
+    raw, serial, suite = best.values()
     vs_serial, vs_raw = suite / serial, suite / raw
     print(
         f"suite / SerialEnv = {vs_serial:.2f}x (target >= 2x): {'OK' if vs_serial >= 2 else 'MISS'}"

@@ -8,7 +8,8 @@ per-env overhead is paid once per step instead of once per task.
 
 from __future__ import annotations
 
-from typing import Literal
+import pickle
+from typing import Any, Literal
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the MiniGrid-* ids with gymnasium)
@@ -56,6 +57,21 @@ MINIGRID_RETURN_NORMALIZERS: dict[str, float] = {
 
 _NUM_ACTIONS = 7
 _SAMPLING_MODES = ("lockstep", "random")
+_STATE_KEYS = frozenset(
+    {
+        "suite",
+        "envs_per_task",
+        "task_sampling",
+        "envs",
+        "observation",
+        "task",
+        "episode_return",
+        "episode_length",
+        "seed",
+        "rng",
+        "pending_seed",
+    }
+)
 
 
 def minigrid_task_ids(suite: str) -> list[str]:
@@ -152,6 +168,8 @@ class MiniGridMultiTaskEnv(EnvBase):
         # One raw env per (slot, task), created on first use: in lockstep mode each slot only
         # ever needs its own task.
         self._envs: list[dict[int, gym.Env]] = [{} for _ in range(n)]
+        # The env each slot is running (set on reset), so a step needs no lookups.
+        self._active: list[gym.Env | None] = [None] * n
         self._obs = np.zeros((n, 7, 7, 3), dtype=np.uint8)
         self._task = np.arange(n, dtype=np.int64) // envs_per_task
         self._ep_return = np.zeros(n, dtype=np.float32)
@@ -181,6 +199,12 @@ class MiniGridMultiTaskEnv(EnvBase):
             done=done, terminated=done.clone(), truncated=done.clone(), shape=shape
         )
 
+    @classmethod
+    def _complete_done(cls, done_spec: Composite, data: TensorDictBase) -> TensorDictBase:
+        # TorchRL calls this on every step and reset output to add missing done entries and fix
+        # their shapes; _step and _reset always write all three at their final shapes.
+        return data
+
     def _set_seed(self, seed: int | None) -> None:
         self._seed = seed
         self._rng = np.random.default_rng(seed)
@@ -201,25 +225,36 @@ class MiniGridMultiTaskEnv(EnvBase):
             seed = int(np.random.SeedSequence([self._seed, slot, task]).generate_state(1)[0])
         return envs[task], seed
 
-    def _state_td(self, done: np.ndarray, terminated: np.ndarray, truncated: np.ndarray):
+    def _state_td(
+        self,
+        done: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        reward: np.ndarray | None = None,
+    ) -> TensorDictBase:
         n = self.batch_size[0]
-        ep_return = self._ep_return.copy()
-        return TensorDict(
-            {
-                "observation": torch.from_numpy(self._obs.copy()),
-                "task_id": torch.from_numpy(self._task.copy()),
-                "episode_return": torch.from_numpy(ep_return).unsqueeze(-1),
-                "episode_length": torch.from_numpy(self._ep_length.copy()).unsqueeze(-1),
-                "normalized_return": torch.from_numpy(
-                    ep_return / self._normalizers_np[self._task]
-                ).unsqueeze(-1),
-                "done": torch.from_numpy(done).view(n, 1),
-                "terminated": torch.from_numpy(terminated).view(n, 1),
-                "truncated": torch.from_numpy(truncated).view(n, 1),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        # Copies: the state arrays are updated in place, the emitted tensors must not change.
+        ep_return = self._ep_return.reshape(n, 1).copy()
+        source = {
+            "observation": torch.from_numpy(self._obs.copy()),
+            "task_id": torch.from_numpy(self._task.copy()),
+            "episode_return": torch.from_numpy(ep_return),
+            "episode_length": torch.from_numpy(self._ep_length.reshape(n, 1).copy()),
+            "normalized_return": torch.from_numpy(
+                ep_return / self._normalizers_np[self._task].reshape(n, 1)
+            ),
+            "done": torch.from_numpy(done.reshape(n, 1)),
+            "terminated": torch.from_numpy(terminated.reshape(n, 1)),
+            "truncated": torch.from_numpy(truncated.reshape(n, 1)),
+        }
+        if reward is not None:
+            source["reward"] = torch.from_numpy(reward.reshape(n, 1))
+        device = self.device
+        if device.type == "cpu":
+            # Fresh CPU tensors of the spec'd shapes and dtypes: skip the per-key validation of
+            # the TensorDict constructor, a large part of the fixed cost of a step.
+            return TensorDict._new_unsafe(source, batch_size=self.batch_size, device=device)
+        return TensorDict(source, batch_size=self.batch_size, device=device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         n = self.batch_size[0]
@@ -230,6 +265,7 @@ class MiniGridMultiTaskEnv(EnvBase):
                 self._task[slot] = self._rng.integers(self.num_tasks)
             env, seed = self._get_env(slot, int(self._task[slot]))
             obs, _ = env.reset(seed=seed)
+            self._active[slot] = env
             self._obs[slot] = obs["image"]
             self._ep_return[slot] = 0.0
             self._ep_length[slot] = 0
@@ -239,21 +275,112 @@ class MiniGridMultiTaskEnv(EnvBase):
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         n = self.batch_size[0]
         actions = tensordict.get("action").view(n).tolist()
-        reward = np.zeros(n, dtype=np.float32)
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
-        for slot, action in enumerate(actions):
-            env = self._envs[slot][self._task[slot]]
-            obs, r, term, trunc, _ = env.step(action)
-            self._obs[slot] = obs["image"]
-            reward[slot] = r
-            terminated[slot] = term
-            truncated[slot] = trunc
-        self._ep_return += reward
-        self._ep_length += 1
-        td = self._state_td(terminated | truncated, terminated, truncated)
-        td.set("reward", torch.from_numpy(reward).unsqueeze(-1))
-        return td
+        # Convert each field once: per-slot numpy item writes dominate otherwise.
+        obs, reward, terminated, truncated, _ = zip(
+            *(env.step(action) for env, action in zip(self._active, actions, strict=True)),
+            strict=True,
+        )
+        np.stack([o["image"] for o in obs], out=self._obs)
+        reward = np.array(reward, dtype=np.float32)
+        terminated = np.array(terminated, dtype=bool)
+        truncated = np.array(truncated, dtype=bool)
+        # In place through locals: `self.x += y` would go through nn.Module.__setattr__.
+        ep_return, ep_length = self._ep_return, self._ep_length
+        ep_return += reward
+        ep_length += 1
+        return self._state_td(terminated | truncated, terminated, truncated, reward)
+
+    def simulator_state(self) -> dict[str, Any]:
+        """Snapshot of everything needed to continue the same episodes and random streams.
+
+        The snapshot holds the raw MiniGrid environments (pickled, with their own random
+        generators), the per-slot observation, task and episode statistics, the task-sampling
+        generator and the sub-environments still waiting for their first seeded reset. It is a
+        copy: stepping on does not change it. Arrays are stored as tensors and everything else
+        as plain Python values, so the snapshot survives ``torch.save`` and
+        ``torch.load(..., weights_only=True)`` (the default of Lightning checkpoints).
+
+        Returns:
+            The state, to be passed to :meth:`load_simulator_state` of an environment built with
+            the same ``suite``, ``envs_per_task`` and ``task_sampling``.
+
+        Examples:
+            >>> env = MiniGridMultiTaskEnv("MT3", seed=0)
+            >>> td = env.reset().set("action", torch.tensor([2, 1, 0]))
+            >>> state = env.simulator_state()
+            >>> first = env.step(td.clone())["next"]
+            >>> other = MiniGridMultiTaskEnv("MT3", seed=1)
+            >>> other.load_simulator_state(state)
+            >>> second = other.step(td.clone())["next"]
+            >>> torch.equal(first["observation"], second["observation"])
+            True
+        """
+        return {
+            "suite": self.suite,
+            "envs_per_task": self.envs_per_task,
+            "task_sampling": self.task_sampling,
+            "envs": pickle.dumps(self._envs),
+            "observation": torch.from_numpy(self._obs.copy()),
+            "task": torch.from_numpy(self._task.copy()),
+            "episode_return": torch.from_numpy(self._ep_return.copy()),
+            "episode_length": torch.from_numpy(self._ep_length.copy()),
+            "seed": self._seed,
+            "rng": self._rng.bit_generator.state,
+            "pending_seed": sorted(self._pending_seed),
+        }
+
+    def load_simulator_state(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot taken by :meth:`simulator_state`.
+
+        After loading, the same actions give the same observations, rewards, dones, task draws
+        and episode statistics as the environment the snapshot was taken from. The environment's
+        own seed is replaced by the snapshot's. The sub-environments are restored with
+        :mod:`pickle`: load only snapshots you trust.
+
+        Args:
+            state: a snapshot from :meth:`simulator_state`.
+
+        Raises:
+            ValueError: if the snapshot is not a MiniGrid suite state, or comes from another
+                suite, number of environments per task or task-sampling mode.
+
+        Examples:
+            >>> env = MiniGridMultiTaskEnv("MT3", envs_per_task=2, seed=0)
+            >>> _ = env.reset()
+            >>> MiniGridMultiTaskEnv("MT3", envs_per_task=2).load_simulator_state(
+            ...     env.simulator_state()
+            ... )
+            >>> MiniGridMultiTaskEnv("MT5", envs_per_task=2).load_simulator_state(
+            ...     env.simulator_state()
+            ... )
+            Traceback (most recent call last):
+                ...
+            ValueError: simulator state mismatch: suite is 'MT3' in the state but 'MT5' here.
+        """
+        missing = sorted(_STATE_KEYS - state.keys())
+        if missing:
+            raise ValueError(
+                f"not a MiniGridMultiTaskEnv simulator state: missing key(s) {missing}."
+            )
+        for name in ("suite", "envs_per_task", "task_sampling"):
+            if state[name] != getattr(self, name):
+                raise ValueError(
+                    f"simulator state mismatch: {name} is {state[name]!r} in the state but "
+                    f"{getattr(self, name)!r} here."
+                )
+        envs = pickle.loads(state["envs"])
+        self._envs = envs
+        self._obs[:] = state["observation"].numpy()
+        self._task[:] = state["task"].numpy()
+        self._ep_return[:] = state["episode_return"].numpy()
+        self._ep_length[:] = state["episode_length"].numpy()
+        self._seed = state["seed"]
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+        self._pending_seed = {(slot, task) for slot, task in state["pending_seed"]}
+        self._active = [
+            slot_envs.get(int(task)) for slot_envs, task in zip(envs, self._task, strict=True)
+        ]
 
 
 def make_minigrid_env(

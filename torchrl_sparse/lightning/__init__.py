@@ -9,11 +9,13 @@ from torchrl_sparse.lightning.plasticity import (
     ShrinkAndPerturbCallback,
 )
 from torchrl_sparse.lightning.ppo import MultiTaskPPO
+from torchrl_sparse.lightning.sac import MultiTaskSAC
 
 __all__ = [
     "CollectorLoader",
     "FrameCheckpoint",
     "MultiTaskPPO",
+    "MultiTaskSAC",
     "PlasticityMonitorCallback",
     "ReDoCallback",
     "ResetCallback",

@@ -76,6 +76,10 @@ class SparsityCallback(pl.Callback):
         self.sparsifier: Sparsifier | None = None
         self._pending: dict[str, Any] | None = None
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(groups=[g.include_patterns for g in self.groups])
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.sparsifier is not None:
             return

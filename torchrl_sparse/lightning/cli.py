@@ -13,6 +13,7 @@ the extending file. A recipe without a logger logs to TensorBoard under
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 __all__ = ["load_recipe", "main"]
 
@@ -116,19 +118,27 @@ def main(args: list[str] | None = None) -> LightningCLI:
         if from_command_line:
             # LightningCLI reads sys.argv itself and warns when given both.
             sys.argv = [sys.argv[0], *expanded]
-        return LightningCLI(
-            LightningModule,
-            subclass_mode_model=True,
-            args=None if from_command_line else expanded,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={
-                "max_epochs": 1,
-                "num_sanity_val_steps": 0,
-                "log_every_n_steps": 1,
-                "enable_model_summary": False,
-                "logger": {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "runs"},
-                },
+        try:
+            return _run(expanded, from_command_line)
+        except SIGTERMException:
+            # Lightning stops on SIGTERM with a plain SystemExit; report it like the signal did.
+            sys.exit(128 + signal.SIGTERM)
+
+
+def _run(expanded: list[str], from_command_line: bool) -> LightningCLI:
+    return LightningCLI(
+        LightningModule,
+        subclass_mode_model=True,
+        args=None if from_command_line else expanded,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "max_epochs": 1,
+            "num_sanity_val_steps": 0,
+            "log_every_n_steps": 1,
+            "enable_model_summary": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "runs"},
             },
-        )
+        },
+    )

@@ -9,10 +9,12 @@ and the torch generator) travels in every checkpoint, so a resumed run continues
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torchrl
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
@@ -87,6 +89,11 @@ class CollectorLoader:
 
     # Lightning's stateful-dataloader protocol.
     def state_dict(self) -> dict[str, Any]:
+        """The environments' simulator state, the collector's carried step data and RNG.
+
+        Pickled into bytes: a simulator state holds Python objects that ``torch.load`` with
+        ``weights_only=True`` (Lightning's default when resuming) would refuse.
+        """
         collector = self.collector
         base = collector.env.base_env if hasattr(collector.env, "base_env") else collector.env
         # The next batch is sampled with the global torch generator: restoring it right
@@ -95,11 +102,15 @@ class CollectorLoader:
         if hasattr(base, "simulator_state"):
             state["simulator"] = base.simulator_state()
         # The collector carries the last step's (transformed) data into the next rollout; it
-        # has no public accessor, so it is read from its shuttle.
-        shuttle = getattr(collector, "_shuttle", None)
-        if shuttle is not None:
-            state["shuttle"] = shuttle.clone()
-        return state
+        # has no public accessor, so it is read from its carrier (``_carrier`` in torchrl 0.14).
+        carrier = getattr(collector, "_carrier", None)
+        if carrier is None:
+            raise RuntimeError(
+                "Cannot checkpoint the collector: torchrl's Collector has no _carrier "
+                f"(torchrl {torchrl.__version__}); the loader supports torchrl 0.14."
+            )
+        state["carrier"] = carrier.clone()
+        return {"pickled": pickle.dumps(state)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self._collector is None:
@@ -107,9 +118,10 @@ class CollectorLoader:
         else:
             self._restore(state)
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, pickled: dict[str, Any]) -> None:
         collector = self._collector
         assert collector is not None
+        state = pickle.loads(pickled["pickled"])
         base = collector.env.base_env if hasattr(collector.env, "base_env") else collector.env
         if "simulator" in state:
             if not hasattr(base, "load_simulator_state"):
@@ -118,8 +130,6 @@ class CollectorLoader:
                     "load one: was it written by another environment suite?"
                 )
             base.load_simulator_state(state["simulator"])
-        shuttle = getattr(collector, "_shuttle", None)
-        if shuttle is not None and "shuttle" in state:
-            with torch.no_grad():
-                shuttle.update_(state["shuttle"])
+        with torch.no_grad():
+            collector._carrier.update_(state["carrier"])
         torch.set_rng_state(state["torch_rng"])

@@ -87,6 +87,12 @@ class PlasticityMonitorCallback(pl.Callback):
         self.monitor: PlasticityMonitor | None = None
         self._pending: dict[str, Any] | None = None
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            networks=self.network_names, every_n_frames=self.every_n_frames, tau=self.tau
+        )
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         networks = _networks(pl_module, self.network_names)
         features = {k: v for k, v in pl_module.feature_modules().items() if k in networks}
@@ -135,10 +141,17 @@ class PlasticityMonitorCallback(pl.Callback):
 class _InterventionCallback(pl.Callback, ABC):
     """Builds one intervention per network at fit start and steps it with frames."""
 
-    def __init__(self, networks: list[str] | None) -> None:
+    def __init__(self, networks: list[str] | None, every_n_frames: int) -> None:
         self.network_names = networks or ["actor", "critic"]
+        self.every_n_frames = every_n_frames
         self.interventions: dict[str, Any] = {}
         self._pending: dict[str, Any] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            networks=self.network_names, every_n_frames=self.every_n_frames
+        )
 
     @abstractmethod
     def build(self, module: nn.Module, optimizer: Any, masks: Any) -> Any:
@@ -194,8 +207,7 @@ class ReDoCallback(_InterventionCallback):
     def __init__(
         self, every_n_frames: int = 5_000, tau: float = 0.001, networks: list[str] | None = None
     ) -> None:
-        super().__init__(networks)
-        self.every_n_frames = every_n_frames
+        super().__init__(networks, every_n_frames)
         self.tau = tau
 
     def build(self, module: nn.Module, optimizer: Any, masks: Any) -> ReDo:
@@ -224,9 +236,8 @@ class ResetCallback(_InterventionCallback):
         max_resets: int | None = 2,
         networks: list[str] | None = None,
     ) -> None:
-        super().__init__(networks)
+        super().__init__(networks, every_n_frames)
         self.layers = layers or ["*head.heads.*.2"]
-        self.every_n_frames = every_n_frames
         self.max_resets = max_resets
 
     def build(self, module: nn.Module, optimizer: Any, masks: Any) -> Reset:
@@ -262,10 +273,9 @@ class ShrinkAndPerturbCallback(_InterventionCallback):
         every_n_frames: int = 100_000,
         networks: list[str] | None = None,
     ) -> None:
-        super().__init__(networks)
+        super().__init__(networks, every_n_frames)
         self.shrink = shrink
         self.perturb = perturb
-        self.every_n_frames = every_n_frames
 
     def build(self, module: nn.Module, optimizer: Any, masks: Any) -> ShrinkAndPerturb:
         return ShrinkAndPerturb(

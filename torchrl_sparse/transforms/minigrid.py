@@ -52,7 +52,7 @@ class MiniGridObservation(Transform):
             raise ValueError(
                 f"expected a MiniGrid grid of shape [..., H, W, 3], got {tuple(grid.shape)}."
             )
-        return grid.movedim(-1, -3).to(torch.float32)
+        return grid.movedim(-1, -3).float()
 
     def _reset(
         self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase

@@ -50,15 +50,31 @@ class TaskOneHot(Transform):
         out_keys = ["task_onehot"] if out_keys is None else list(out_keys)
         super().__init__(in_keys=in_keys, out_keys=out_keys)
         self.num_tasks = num_tasks
+        # Not persistent: derived from num_tasks, and old state dicts do not have it.
+        self.register_buffer("_eye", torch.eye(num_tasks), persistent=False)
 
     def _apply_transform(self, task_id: torch.Tensor) -> torch.Tensor:
-        if task_id.numel() and (task_id.min() < 0 or task_id.max() >= self.num_tasks):
-            bad = task_id[(task_id < 0) | (task_id >= self.num_tasks)].unique().tolist()
+        if task_id.dtype != torch.int64:
+            task_id = task_id.long()
+        eye = self._eye
+        if not (task_id.is_cpu and eye.is_cpu):
+            # Off the CPU an out-of-range lookup is a device-side assert, not an IndexError.
+            self._check_range(task_id)
+            eye = eye.to(task_id.device)
+        try:
+            # Rows of the identity: one kernel, already float32, and it rejects bad ids.
+            return torch.nn.functional.embedding(task_id, eye)
+        except IndexError:
+            self._check_range(task_id)
+            raise
+
+    def _check_range(self, task_id: torch.Tensor) -> None:
+        bad = task_id[(task_id < 0) | (task_id >= self.num_tasks)].unique().tolist()
+        if bad:
             raise IndexError(
                 f"task id(s) {bad} out of range; allowed: 0..{self.num_tasks - 1} "
                 f"(num_tasks={self.num_tasks})."
             )
-        return torch.nn.functional.one_hot(task_id.long(), self.num_tasks).to(torch.float32)
 
     def _reset(
         self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase

@@ -1,0 +1,69 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_recipe(path: Path, extends: str, **overrides) -> Path:
+    """A test recipe extending a shipped one (``extends`` relative to ``recipes/``)."""
+    recipe = {"extends": str(REPO / "recipes" / extends), **overrides}
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``python -m torchrl_sparse`` in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "torchrl_sparse", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny_ppo(tmp_path: Path):
+    """A tiny MT3 PPO run: 4 batches of 300 frames, short epochs, GMP actor+critic."""
+
+    def make(name: str = "tiny.yaml", **model_args) -> Path:
+        init_args = {
+            "total_frames": 1200,
+            "frames_per_batch": 300,
+            "policy_epochs": 2,
+            "policy_minibatch_per_task": 64,
+            "critic_batch": 300,
+            "eval_every_frames": 600,
+            "eval_episodes_per_task": 1,
+            **model_args,
+        }
+        return write_recipe(
+            tmp_path / name,
+            "minigrid/mt3/mtppo/gmp.yaml",
+            model={"init_args": init_args},
+            trainer={
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "runs", "name": "tiny", "version": "seed0"},
+                },
+                "callbacks": [
+                    {
+                        "class_path": "torchrl_sparse.lightning.PlasticityMonitorCallback",
+                        "init_args": {
+                            "every_n_frames": 600,
+                            "batch_size": 256,
+                            "metrics": ["dormant_ratio", "srank", "fisher_trace"],
+                        },
+                    }
+                ],  # fmt: skip
+            },
+        )
+
+    return make

@@ -1,0 +1,147 @@
+"""Multi-task PPO through the real CLI: recipes, a tiny fit, resume, interruption, guards."""
+
+import contextlib
+import io
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchrl_sparse.lightning.cli import main
+from torchrl_sparse.lightning.figures import read_scalars
+
+from .conftest import REPO, run_cli, write_recipe
+
+RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes").rglob("*.yaml"))
+CONDITIONS = [r for r in RECIPES if "/_" not in r and not r.startswith("recipes/_")]
+
+
+def test_recipe_tree_covers_the_papers() -> None:
+    minigrid = [r for r in CONDITIONS if r.startswith("recipes/minigrid/")]
+    assert len(minigrid) == 3 * 3 * 11
+    for suite in ("mt3", "mt5", "mt7"):
+        for arch in ("mtppo", "moe", "moore"):
+            for condition in ("dense", "gmp", "set", "redo", "reset", "weight_decay", "layer_norm",
+                              "gmp_weight_decay", "gmp_pcgrad", "gmp_0.8", "gmp_0.99"):  # fmt: skip
+                assert f"recipes/minigrid/{suite}/{arch}/{condition}.yaml" in minigrid
+
+
+@pytest.mark.parametrize("recipe", CONDITIONS)
+def test_every_recipe_parses(recipe: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", recipe, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "class_path: torchrl_sparse.lightning.MultiTask" in output.getvalue()
+
+
+def test_tiny_fit_logs_against_frames(tiny_ppo, tmp_path: Path) -> None:
+    result = run_cli("fit", "--config", str(tiny_ppo()), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log_dir = tmp_path / "runs" / "tiny" / "seed0"
+    scalars = read_scalars(log_dir)
+    assert [step for step, _ in scalars["sparsity/total"]] == [300, 600, 900, 1200]
+    assert scalars["sparsity/total"][-1][1] == pytest.approx(0.95, abs=1e-3)
+    for tag in ("losses/loss_objective", "losses/loss_critic", "charts/sps",
+                "charts/eval/normalized_return_mean", "charts/eval/normalized_return/LavaGapS7",
+                "plasticity/actor/dormant_ratio", "plasticity/critic/srank"):  # fmt: skip
+        assert tag in scalars, sorted(scalars)
+    assert [step for step, _ in scalars["charts/eval/normalized_return_mean"]] == [600, 1200]
+    assert (log_dir / "summary.png").stat().st_size > 10_000
+    assert (log_dir / "checkpoints" / "last.ckpt").exists()
+    assert "Summary figure:" in result.stdout
+
+
+def _final_state(checkpoint: Path) -> dict:
+    state = torch.load(checkpoint, weights_only=False)
+    sparsity = next(v for k, v in state["callbacks"].items() if "SparsityCallback" in k)
+    return {
+        "params": state["state_dict"],
+        "masks": sparsity["masks"],
+        "frames": state["torchrl_sparse"],
+    }
+
+
+def test_sigterm_checkpoint_and_exact_resume(tiny_ppo, tmp_path: Path) -> None:
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    reference_dir.mkdir()
+    resumed_dir.mkdir()
+    recipe = tiny_ppo(eval_every_frames=0)
+    assert run_cli("fit", "--config", str(recipe), cwd=reference_dir).returncode == 0
+
+    interrupted = write_recipe(
+        tmp_path / "interrupted.yaml",
+        str(recipe),
+        trainer={
+            "callbacks": [
+                {
+                    "class_path": "tests.lightning.signals.SignalAtFrames",
+                    "init_args": {"frames": 600, "signum": int(signal.SIGTERM)},
+                }
+            ]
+        },  # fmt: skip
+    )
+    killed = run_cli("fit", "--config", str(interrupted), cwd=resumed_dir)
+    assert killed.returncode != 0
+    checkpoint = resumed_dir / "runs" / "tiny" / "seed0" / "checkpoints" / "last.ckpt"
+    assert _final_state(checkpoint)["frames"]["frames"] == 600
+
+    resumed = run_cli("fit", "--config", str(recipe), "--ckpt_path", "last", cwd=resumed_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = _final_state(reference_dir / "runs" / "tiny" / "seed0" / "checkpoints" / "last.ckpt")
+    actual = _final_state(checkpoint)
+    assert actual["frames"]["frames"] == expected["frames"]["frames"] == 1200
+    for name, mask in expected["masks"].items():
+        assert torch.equal(actual["masks"][name], mask), name
+    for name, value in expected["params"].items():
+        assert torch.equal(actual["params"][name], value), name
+
+
+def test_nan_guard_names_term_and_frame(tiny_ppo, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FloatingPointError, match=r"loss_\w+ is (nan|inf|-inf) at frame 300"):
+        main(["fit", "--config", str(tiny_ppo(lr=1.0e30))])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            ["--model.init_args.suite", "MT4"],
+            r"Unknown suite 'MT4'; allowed: \['MT3', 'MT5', 'MT7'\]",
+        ),
+        (["--model.init_args.total_frames", "0"], "total_frames must be a positive int, got 0"),
+    ],
+)
+def test_bad_model_config(tiny_ppo, tmp_path: Path, monkeypatch, override, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        main(["fit", "--config", str(tiny_ppo()), *override])
+
+
+def test_unknown_architecture_lists_choices(tiny_ppo, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(tiny_ppo()), "--model.init_args.arch", "paco"])
+    assert "Expected a 'Literal['mtppo', 'moe', 'moore']'" in capsys.readouterr().err
+
+
+def test_sparsity_target_for_missing_network(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(
+        tmp_path / "bad.yaml",
+        "minigrid/mt3/mtppo/dense.yaml",
+        trainer={
+            "callbacks": [
+                {
+                    "class_path": "torchrl_sparse.lightning.SparsityCallback",
+                    "init_args": {"groups": {"qvalue_network.*": 0.9}},
+                }
+            ]
+        },  # fmt: skip
+    )
+    with pytest.raises(ValueError, match=r"'qvalue_network\.\*' matches no prunable layer"):
+        main(["fit", "--config", str(recipe)])
+    assert not list(tmp_path.rglob("*.ckpt"))

@@ -1,0 +1,599 @@
+"""Multi-task SAC on MetaWorld, as a LightningModule.
+
+The whole algorithm reads top to bottom in :meth:`MultiTaskSAC.training_step`: collect a batch
+(an endless TorchRL ``Collector`` over all tasks at once, one sub-environment per task), add it
+to a TorchRL ``ReplayBuffer``, then ``utd_ratio`` gradient updates per environment step on
+batches stratified by task (``batch_size / num_tasks`` transitions of every task, 128 in the
+papers), each updating the twin critics, the actor and the per-task temperatures, followed by a
+Polyak (``SoftUpdate``) step of the target critics.
+
+The loss is :class:`~torchrl_sparse.objectives.multitask_sac.MultiTaskSACLoss` (TorchRL's
+``SACLoss`` with one temperature per task). The twin critics stay stacked inside it, so a
+sparsifier attached to ``module.loss_module`` reaches the actor as ``actor_network.*`` and both
+critics and their targets as ``qvalue_network.*``.
+
+The replay buffer lives in a TorchRL ``LazyMemmapStorage`` (memory-mapped on disk) laid out as
+``[rows, num_tasks]``: column ``k`` holds task ``k``'s transitions (``buffer_size / num_tasks``
+per task, like the papers' per-task buffers). Checkpoints carry it: every checkpoint first dumps
+the buffer with ``ReplayBuffer.dumps`` into a directory next to the checkpoint
+(``<checkpoint dir>/replay_buffer`` by default) and records that path and the frame count in the
+checkpoint; ``fit --ckpt_path`` loads it back with ``ReplayBuffer.loads``.
+
+Everything is logged against environment frames: ``charts/`` (training returns and success per
+task, evaluation success rates, temperatures, SPS), ``losses/``; callbacks add ``sparsity/``
+and ``plasticity/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.data import Bounded, LazyMemmapStorage, ReplayBuffer
+from torchrl.data.replay_buffers.samplers import Sampler
+from torchrl.data.replay_buffers.storages import Storage
+from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
+from torchrl.objectives import SoftUpdate, ValueEstimators
+
+from torchrl_sparse.envs import METAWORLD_SUITES, make_metaworld_env, per_task_mean
+from torchrl_sparse.lightning.loader import CollectorLoader
+from torchrl_sparse.modules import SAC_ARCHITECTURES, make_sac_actor, make_sac_qvalue
+from torchrl_sparse.objectives.multitask_sac import MultiTaskSACLoss
+
+__all__ = ["MultiTaskSAC", "TaskStratifiedSampler"]
+
+OBS_DIM = 39
+ACTION_DIM = 4
+# What the loss reads; the rest of the collected data (one-hots, episode statistics, the
+# actor's distribution parameters) is not stored.
+BUFFER_KEYS = (
+    "observation",
+    "task_id",
+    "action",
+    ("next", "observation"),
+    ("next", "task_id"),
+    ("next", "reward"),
+    ("next", "done"),
+    ("next", "terminated"),
+    ("next", "truncated"),
+)
+_BUFFER_META = "torchrl_sparse_buffer.json"
+
+
+class TaskStratifiedSampler(Sampler):
+    """Sample ``batch_size / num_tasks`` transitions of every task from a ``[rows, tasks]`` storage.
+
+    For a TorchRL storage with ``ndim=2`` whose second dimension is the task (a collector's
+    ``[num_tasks, time]`` batches extended into it), each task contributes the same number of
+    uniformly drawn transitions, as the multi-task SAC papers sample 128 per task.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> rb = ReplayBuffer(
+        ...     storage=LazyMemmapStorage(40, ndim=2),
+        ...     sampler=TaskStratifiedSampler(),
+        ...     batch_size=8,
+        ... )
+        >>> batch = TensorDict({"task_id": torch.arange(4).unsqueeze(-1).expand(4, 5)}, [4, 5])
+        >>> rb.extend(batch)  # doctest: +ELLIPSIS
+        (...)
+        >>> sorted(rb.sample()["task_id"].tolist())
+        [0, 0, 1, 1, 2, 2, 3, 3]
+    """
+
+    def sample(self, storage: Storage, batch_size: int) -> tuple[Any, dict]:
+        if storage.ndim != 2:
+            raise ValueError(
+                f"TaskStratifiedSampler needs a storage with ndim=2 ([rows, tasks]), got "
+                f"ndim={storage.ndim}."
+            )
+        if len(storage) == 0:
+            raise RuntimeError("Cannot sample from an empty replay buffer.")
+        rows, tasks = storage.shape
+        if batch_size % tasks:
+            raise ValueError(
+                f"batch_size={batch_size} must be a multiple of the number of tasks ({tasks})."
+            )
+        per_task = batch_size // tasks
+        row = torch.randint(rows, (tasks, per_task), generator=self._rng)
+        task = torch.arange(tasks).unsqueeze(-1).expand(tasks, per_task)
+        return (row.reshape(-1), task.reshape(-1)), {}
+
+    def _empty(self) -> None:
+        return
+
+    def dumps(self, path: str | Path) -> None:
+        return  # stateless
+
+    def loads(self, path: str | Path) -> None:
+        return
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return
+
+
+class _WarmupPolicy(TensorDictModuleBase):
+    """The actor, with uniformly random actions while ``random()`` is true (the warm-up).
+
+    The actor still runs during the warm-up so that every step carries the same keys.
+    """
+
+    def __init__(self, actor: TensorDictModuleBase, action_spec: Bounded, random: Any) -> None:
+        super().__init__()
+        self.actor = actor
+        self.action_spec = action_spec
+        self.random = random
+        self.in_keys = list(actor.in_keys)
+        self.out_keys = list(actor.out_keys)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict = self.actor(tensordict)
+        if self.random():
+            tensordict.set("action", self.action_spec.rand(tensordict.shape))
+        return tensordict
+
+
+class MultiTaskSAC(pl.LightningModule):
+    """Multi-task SAC (MT-SAC, MoE or MOORE networks) on MetaWorld MT10/MT50.
+
+    Defaults are the papers' (McLean et al. 2025; Todorov et al.): multi-head networks of 3
+    ReLU layers of 400 with the task one-hot appended (``"mtsac"``), twin critics, one entropy
+    temperature per task, batch 1,280 (128 per task), replay buffer 1e6, Adam lr 3e-4, gamma
+    0.99, tau 0.005, gradient clipping 1.0, 500-step episodes, 20M frames (2M per task),
+    evaluation of 50 episodes per task (success: ``info["success"]`` was ever 1 in the
+    episode), 4,000 steps of random warm-up (40,000 frames on MT10) and one update per step of
+    the ``num_tasks`` environments.
+
+    Frames count environment steps of single tasks: one step of MT10 is 10 frames.
+
+    Args:
+        suite: ``"MT10"`` or ``"MT50"``.
+        arch: ``"mtsac"`` (plain multi-head MLP), ``"moe"`` or ``"moore"``.
+        width: hidden width of the actor (and of the critic unless ``critic_width`` is given).
+        critic_width: hidden width of each critic (``None``: ``width``); the critic-only scaling
+            study widens only this.
+        num_layers: hidden layers of actor and critics.
+        num_experts: experts for MoE/MOORE (default 4 on MT10, 6 on MT50).
+        layer_norm: LayerNorm after hidden layers (a plasticity baseline).
+        num_qvalue_nets: stacked critics (2: twin critics, clipped double-Q).
+        max_episode_steps: episode length (training and evaluation).
+        total_frames: training length in environment frames.
+        frames_per_batch: frames per collected batch (rounded up to a multiple of the number of
+            tasks); losses and SPS are logged once per batch.
+        learning_starts: frames of uniformly random actions before the first update.
+        utd_ratio: gradient updates per environment step of all tasks (per ``num_tasks``
+            frames); ``frames_per_batch / num_tasks * utd_ratio`` updates follow each batch.
+        batch_size: transitions per update, sampled equally from every task (a multiple of the
+            number of tasks).
+        buffer_size: replay-buffer capacity in transitions (``buffer_size / num_tasks`` per task).
+        buffer_scratch_dir: directory of the memory-mapped replay buffer (``None``: a temporary
+            directory, removed when the process exits normally or stops on SIGTERM/SIGINT).
+        replay_buffer_dir: where checkpoints dump the replay buffer (``None``:
+            ``<checkpoint dir>/replay_buffer``, or ``<default_root_dir>/replay_buffer`` without
+            a checkpoint callback); ``""`` keeps the buffer out of checkpoints.
+        lr: Adam learning rate of actor and critics.
+        alpha_lr: Adam learning rate of the temperatures (``None``: ``lr``).
+        weight_decay: Adam L2 weight decay of actor and critics (1e-6 is a plasticity baseline).
+        gamma: discount.
+        tau: Polyak coefficient of the target critics.
+        alpha_init: initial temperature of every task.
+        max_grad_norm: gradient clipping of actor and critics (``None`` for none).
+        eval_every_frames: evaluation period (``0`` disables evaluation).
+        eval_episodes_per_task: evaluation episodes per task.
+        eval_deterministic: act with the policy's mean action in evaluation (the papers);
+            ``False`` samples from the policy.
+        seed: seed of the environments and of torch.
+
+    Examples:
+        >>> module = MultiTaskSAC(total_frames=100_000, frames_per_batch=1_000)
+        >>> module.updates_per_batch, type(module.loss_module).__name__
+        (100, 'MultiTaskSACLoss')
+        >>> module.loss_module.log_alpha.shape
+        torch.Size([10])
+    """
+
+    def __init__(
+        self,
+        suite: str = "MT10",
+        arch: Literal["mtsac", "moe", "moore"] = "mtsac",
+        width: int = 400,
+        critic_width: int | None = None,
+        num_layers: int = 3,
+        num_experts: int | None = None,
+        layer_norm: bool = False,
+        num_qvalue_nets: int = 2,
+        max_episode_steps: int = 500,
+        total_frames: int = 20_000_000,
+        frames_per_batch: int = 1_000,
+        learning_starts: int = 40_000,
+        utd_ratio: float = 1.0,
+        batch_size: int = 1_280,
+        buffer_size: int = 1_000_000,
+        buffer_scratch_dir: str | None = None,
+        replay_buffer_dir: str | None = None,
+        lr: float = 3e-4,
+        alpha_lr: float | None = None,
+        weight_decay: float = 0.0,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        alpha_init: float = 1.0,
+        max_grad_norm: float | None = 1.0,
+        eval_every_frames: int = 200_000,
+        eval_episodes_per_task: int = 50,
+        eval_deterministic: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if suite not in METAWORLD_SUITES:
+            raise ValueError(f"Unknown suite {suite!r}; allowed: {list(METAWORLD_SUITES)}.")
+        if arch not in SAC_ARCHITECTURES:
+            raise ValueError(f"Unknown arch {arch!r}; allowed: {list(SAC_ARCHITECTURES)}.")
+        for name, value in {
+            "width": width,
+            "critic_width": 1 if critic_width is None else critic_width,
+            "num_layers": num_layers,
+            "num_qvalue_nets": num_qvalue_nets,
+            "max_episode_steps": max_episode_steps,
+            "total_frames": total_frames,
+            "frames_per_batch": frames_per_batch,
+            "batch_size": batch_size,
+            "buffer_size": buffer_size,
+            "eval_episodes_per_task": eval_episodes_per_task,
+        }.items():
+            if value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        for name, value in {
+            "learning_starts": learning_starts,
+            "eval_every_frames": eval_every_frames,
+        }.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}.")
+        if not 0 < tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {tau!r}.")
+        if not 0 <= gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.task_names = list(METAWORLD_SUITES[suite])
+        self.num_tasks = len(self.task_names)
+        if batch_size % self.num_tasks:
+            raise ValueError(
+                f"batch_size={batch_size} must be a multiple of the number of tasks "
+                f"({self.num_tasks}): the batch is sampled equally from every task."
+            )
+        if buffer_size < self.num_tasks:
+            raise ValueError(
+                f"buffer_size={buffer_size} must hold at least one transition per task "
+                f"(>= {self.num_tasks})."
+            )
+        self.frames_per_batch = math.ceil(frames_per_batch / self.num_tasks) * self.num_tasks
+        self.updates_per_batch = round(utd_ratio * self.frames_per_batch / self.num_tasks)
+        if self.updates_per_batch < 1:
+            raise ValueError(
+                f"utd_ratio={utd_ratio!r} gives {self.updates_per_batch} updates per batch of "
+                f"{self.frames_per_batch} frames; allowed: utd_ratio >= "
+                f"{self.num_tasks / (2 * self.frames_per_batch):.3g} (at least one update)."
+            )
+
+        torch.manual_seed(seed)
+        net_kwargs = {
+            "obs_dim": OBS_DIM,
+            "action_dim": ACTION_DIM,
+            "num_layers": num_layers,
+            "arch": arch,
+            "num_experts": num_experts,
+            "layer_norm": layer_norm,
+        }
+        self.actor = make_sac_actor(suite, width=width, **net_kwargs)
+        qvalue = make_sac_qvalue(suite, width=critic_width or width, **net_kwargs)
+        self.loss_module = MultiTaskSACLoss(
+            self.actor,
+            qvalue,
+            num_tasks=self.num_tasks,
+            num_qvalue_nets=num_qvalue_nets,
+            alpha_init=alpha_init,
+            loss_function="l2",
+        )
+        self.loss_module.make_value_estimator(ValueEstimators.TD0, gamma=gamma)
+        self.target_updater = SoftUpdate(self.loss_module, tau=tau)
+        self.action_spec = Bounded(-1.0, 1.0, shape=(ACTION_DIM,))
+        if buffer_scratch_dir is None:
+            # Our own temporary directory rather than TorchRL's auto-cleanup, whose SIGTERM
+            # handler kills the process before Lightning can write its SIGTERM checkpoint.
+            buffer_scratch_dir = tempfile.mkdtemp(prefix="torchrl_sparse_replay_")
+            weakref.finalize(self, shutil.rmtree, buffer_scratch_dir, True)
+        storage = LazyMemmapStorage(
+            buffer_size,
+            ndim=2,
+            scratch_dir=buffer_scratch_dir,
+            existsok=True,  # a resumed run may reuse its scratch directory
+            auto_cleanup=False,
+        )
+        self.replay_buffer = ReplayBuffer(
+            storage=storage, sampler=TaskStratifiedSampler(), batch_size=batch_size
+        )
+        self.observation_keys = ("observation", "task_id")
+        self.frames = 0
+        self._last_eval = 0
+        self._loader: CollectorLoader | None = None
+        self._eval_env: EnvBase | None = None
+        self._clock = time.perf_counter()
+        self.latest: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ data and optimizers
+    def train_dataloader(self) -> CollectorLoader:
+        batches = math.ceil(self.hparams.total_frames / self.frames_per_batch)
+        policy = _WarmupPolicy(
+            self.actor,
+            self.action_spec,
+            lambda: self.frames < self.hparams.learning_starts,
+        )
+        self._loader = CollectorLoader(
+            lambda: make_metaworld_env(
+                self.hparams.suite,
+                seed=self.hparams.seed + 1000 * self.global_rank,
+                max_episode_steps=self.hparams.max_episode_steps,
+            ),
+            policy,
+            self.frames_per_batch,
+            batches_per_epoch=batches,
+        )
+        return self._loader
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        kwargs = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}
+        actor_params = list(self.loss_module.actor_network_params.values(True, True))
+        critic_params = list(self.loss_module.qvalue_network_params.values(True, True))
+        alpha_lr = self.hparams.alpha_lr if self.hparams.alpha_lr is not None else self.hparams.lr
+        return [
+            torch.optim.Adam(actor_params, **kwargs),
+            torch.optim.Adam(critic_params, **kwargs),
+            torch.optim.Adam([self.loss_module.log_alpha], lr=alpha_lr),
+        ]
+
+    def networks(self) -> dict[str, tuple[torch.nn.Module, int]]:
+        """The networks plasticity tools act on, with the index of their optimizer.
+
+        Only the actor: the twin critics live stacked inside the loss (``qvalue_network.*``),
+        where the sparsifier reaches them but per-network plasticity tools do not.
+        """
+        return {"actor": (self.actor, 0)}
+
+    def feature_modules(self) -> dict[str, str]:
+        """Submodule holding each network's shared representation (the encoder's output)."""
+        return {
+            name: next(n for n, _ in module.named_modules() if n.endswith("encoder"))
+            for name, (module, _) in self.networks().items()
+        }
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        actor_optimizer, critic_optimizer, alpha_optimizer = self.optimizers()
+        self.frames += batch.numel()
+        self._log_episodes(batch)
+        # [num_tasks, time] batches extend the [rows, num_tasks] storage along time.
+        self.replay_buffer.extend(batch.select(*BUFFER_KEYS).detach())
+
+        losses: dict[str, list[torch.Tensor]] = {}
+        if self.frames >= self.hparams.learning_starts:
+            for _ in range(self.updates_per_batch):
+                sample = self.replay_buffer.sample()
+                loss_td = self.loss_module(sample)
+                terms = {k: loss_td[k] for k in ("loss_qvalue", "loss_actor", "loss_alpha")}
+                self._check_finite(terms)
+                actor_optimizer.zero_grad()
+                critic_optimizer.zero_grad()
+                alpha_optimizer.zero_grad()
+                # The three terms touch disjoint parameters (SACLoss detaches the critics in the
+                # actor loss and computes the target without gradients): one backward suffices.
+                self.manual_backward(sum(terms.values()))
+                self._clip(critic_optimizer)
+                self._clip(actor_optimizer)
+                critic_optimizer.step()
+                actor_optimizer.step()
+                alpha_optimizer.step()
+                self.target_updater.step()
+                for key in (*terms, "alpha", "entropy"):
+                    losses.setdefault(key, []).append(loss_td[key].detach())
+
+        now = time.perf_counter()
+        sps = batch.numel() / max(now - self._clock, 1e-9)
+        self._clock = now
+        scalars = {f"losses/{k}": torch.stack(v).mean().item() for k, v in losses.items()}
+        if losses:
+            alphas = self.loss_module.task_alpha(torch.arange(self.num_tasks)).tolist()
+            for name, value in zip(self.task_names, alphas, strict=True):
+                scalars[f"charts/alpha/{name}"] = value
+        scalars["charts/sps"] = sps
+        scalars["charts/replay_buffer_size"] = float(len(self.replay_buffer))
+        self.log_frames(scalars)
+        self.log("fps", sps, prog_bar=True, logger=False, batch_size=1)
+        for key in ("charts/eval/success_mean", "charts/success_mean"):
+            if key in self.latest:
+                self.log("success", self.latest[key], prog_bar=True, logger=False, batch_size=1)
+                break
+
+        every = self.hparams.eval_every_frames
+        if every and self.frames // every > self._last_eval // every:
+            self._last_eval = self.frames
+            self.evaluate()
+        if self.frames >= self.hparams.total_frames:
+            self.trainer.should_stop = True
+
+    def _clip(self, optimizer: Any) -> None:
+        if self.hparams.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm)
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    f"{name} is {value.item()} at frame {self.frames}: stopping; the last "
+                    "checkpoint written before this frame is intact."
+                )
+
+    # ------------------------------------------------------------------ logging
+    def log_frames(self, scalars: dict[str, float]) -> None:
+        """Log ``scalars`` to every logger against environment frames."""
+        self.latest.update(scalars)
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.frames)
+
+    def _log_episodes(self, batch: TensorDictBase) -> None:
+        done = batch["next", "done"].squeeze(-1)
+        if not done.any():
+            return
+        task = batch["task_id"]
+        scalars: dict[str, float] = {}
+        for key, tag in (("episode_return", "episode_return"), ("episode_success", "success")):
+            means = per_task_mean(batch["next", key], task, self.num_tasks, mask=done)
+            for name, value in zip(self.task_names, means.tolist(), strict=True):
+                if not math.isnan(value):
+                    scalars[f"charts/{tag}/{name}"] = value
+            if not means.isnan().any():
+                scalars[f"charts/{tag}_mean"] = means.mean().item()
+        self.log_frames(scalars)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate ``eval_episodes_per_task`` episodes of every task.
+
+        Actions are the policy's mean (``eval_deterministic``, the default) or samples; the
+        torch generator is forked, so evaluating does not change the training run. The
+        evaluation environment is built once and reseeded at every evaluation. An episode
+        succeeds if ``info["success"]`` was ever 1 in it. Returns and logs
+        ``charts/eval/success/<task>`` (success rate), ``charts/eval/success_mean``,
+        ``charts/eval/episode_return/<task>`` and ``charts/eval/episode_return_mean``.
+        """
+        if self._eval_env is None:  # building MetaWorld takes seconds: once per run
+            self._eval_env = make_metaworld_env(
+                self.hparams.suite,
+                seed=self.hparams.seed + 10_000,
+                max_episode_steps=self.hparams.max_episode_steps,
+            )
+        env = self._eval_env
+        env.set_seed(self.hparams.seed + 10_000 + self.frames)
+        episodes = self.hparams.eval_episodes_per_task
+        returns: list[list[float]] = [[] for _ in range(self.num_tasks)]
+        successes: list[list[float]] = [[] for _ in range(self.num_tasks)]
+        td = env.reset()
+        exploration = (
+            ExplorationType.DETERMINISTIC
+            if self.hparams.eval_deterministic
+            else ExplorationType.RANDOM
+        )
+        with torch.random.fork_rng(), set_exploration_type(exploration):
+            while min(len(r) for r in returns) < episodes:
+                td, next_td = env.step_and_maybe_reset(self.actor(td))
+                done = td["next", "done"].view(-1)
+                for slot in done.nonzero().view(-1).tolist():
+                    task = int(td["task_id"][slot])
+                    if len(returns[task]) < episodes:
+                        returns[task].append(float(td["next", "episode_return"][slot]))
+                        successes[task].append(float(td["next", "episode_success"][slot]))
+                td = next_td
+        scalars: dict[str, float] = {}
+        for name, r, s in zip(self.task_names, returns, successes, strict=True):
+            scalars[f"charts/eval/episode_return/{name}"] = sum(r) / len(r)
+            scalars[f"charts/eval/success/{name}"] = sum(s) / len(s)
+        for key in ("success", "episode_return"):
+            values = [scalars[f"charts/eval/{key}/{name}"] for name in self.task_names]
+            scalars[f"charts/eval/{key}_mean"] = sum(values) / self.num_tasks
+        self.log_frames(scalars)
+        return scalars
+
+    # ------------------------------------------------------------------ checkpoints
+    def replay_buffer_path(self) -> Path | None:
+        """Directory that checkpoints dump the replay buffer into (``None``: not saved)."""
+        configured = self.hparams.replay_buffer_dir
+        if configured == "":
+            return None
+        if configured is not None:
+            path = Path(configured)
+        else:
+            callback = self.trainer.checkpoint_callback
+            dirpath = getattr(callback, "dirpath", None)
+            root = Path(dirpath) if dirpath else Path(self.trainer.default_root_dir)
+            path = root / "replay_buffer"
+        if self.trainer.world_size > 1:
+            path = path.with_name(f"{path.name}_rank{self.global_rank}")
+        return path.absolute()
+
+    def _dump_replay_buffer(self) -> dict[str, Any] | None:
+        path = self.replay_buffer_path()
+        if path is None or len(self.replay_buffer) == 0:
+            return None
+        # Write next to the destination, then swap it in: a crash mid-dump leaves the previous
+        # buffer (the one the previous checkpoint references) intact.
+        partial = path.with_name(path.name + ".partial")
+        previous = path.with_name(path.name + ".previous")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        self.replay_buffer.dumps(partial)
+        info = {"frames": self.frames, "length": len(self.replay_buffer)}
+        (partial / _BUFFER_META).write_text(json.dumps(info))
+        shutil.rmtree(previous, ignore_errors=True)
+        if path.exists():
+            path.rename(previous)
+        partial.rename(path)
+        shutil.rmtree(previous, ignore_errors=True)
+        return {"path": str(path), **info}
+
+    def _load_replay_buffer(self, info: dict[str, Any]) -> None:
+        path = Path(info["path"])
+        if not (path / _BUFFER_META).is_file():
+            raise FileNotFoundError(
+                f"The checkpoint references a replay buffer at {path}, but there is none: copy "
+                "that directory along with the checkpoint (or resume without the buffer by "
+                "loading the weights only)."
+            )
+        saved = json.loads((path / _BUFFER_META).read_text())
+        if saved["frames"] != info["frames"]:
+            raise ValueError(
+                f"The replay buffer at {path} was written at frame {saved['frames']}, but the "
+                f"checkpoint is at frame {info['frames']}: a later checkpoint overwrote it. "
+                "Resume from the latest checkpoint."
+            )
+        self.replay_buffer.loads(path)
+        if len(self.replay_buffer) != info["length"]:
+            raise ValueError(
+                f"Loaded {len(self.replay_buffer)} transitions from {path}; the checkpoint "
+                f"expects {info['length']}."
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The torch generator travels with the CollectorLoader's state, restored right before
+        # the next batch is collected.
+        checkpoint["torchrl_sparse"] = {
+            "frames": self.frames,
+            "last_eval": self._last_eval,
+            "replay_buffer": self._dump_replay_buffer(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["torchrl_sparse"]
+        self.frames = state["frames"]
+        self._last_eval = state["last_eval"]
+        if state.get("replay_buffer") is not None:
+            self._load_replay_buffer(state["replay_buffer"])
+
+    def on_train_end(self) -> None:
+        if self._loader is not None:
+            self._loader.shutdown()
+        if self._eval_env is not None:
+            self._eval_env.close()
+            self._eval_env = None
