@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import gymnasium as gym
 import pytest
 import torch
+from tensordict import TensorDictBase
+from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_sparse.envs import (
@@ -145,3 +149,66 @@ def test_partial_reset_only_resets_requested_slots() -> None:
 def test_bad_input(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         MiniGridMultiTaskEnv(**kwargs)
+
+
+def _run(
+    env: TransformedEnv, td: TensorDictBase, actions: torch.Tensor
+) -> tuple[TensorDictBase, TensorDictBase]:
+    """Steps with ``actions[t]`` at step ``t``, resetting finished slots as collectors do."""
+    steps = []
+    for action in actions:
+        step, td = env.step_and_maybe_reset(td.set("action", action))
+        steps.append(step)
+    return torch.stack(steps, dim=1), td
+
+
+@pytest.mark.parametrize("task_sampling", ["lockstep", "random"])
+def test_simulator_state_resumes_the_same_episodes(task_sampling: str) -> None:
+    config = {"suite": "MT3", "envs_per_task": 2, "task_sampling": task_sampling}
+    actions = torch.randint(0, 7, (150, 6), generator=torch.Generator().manual_seed(0))
+    env_a = make_minigrid_env(**config, seed=0)
+    _, td = _run(env_a, env_a.reset(), actions[:50])
+    # Through a checkpoint file, loaded as Lightning loads checkpoints by default.
+    buffer = io.BytesIO()
+    torch.save(env_a.base_env.simulator_state(), buffer)
+    carried = td.clone()
+    expected, _ = _run(env_a, td, actions[50:])
+
+    env_b = make_minigrid_env(**config, seed=1)
+    env_b.reset()
+    buffer.seek(0)
+    env_b.base_env.load_simulator_state(torch.load(buffer, weights_only=True))
+    resumed, _ = _run(env_b, carried, actions[50:])
+
+    assert expected["next", "done"].any()  # episodes end and restart within the window
+    for key in [
+        ("next", "observation"),
+        ("next", "reward"),
+        ("next", "done"),
+        ("next", "terminated"),
+        ("next", "truncated"),
+        "task_id",
+        ("next", "task_id"),
+        ("next", "episode_return"),
+        ("next", "episode_length"),
+    ]:
+        assert torch.equal(resumed[key], expected[key]), key
+    assert (resumed == expected).all()
+
+
+@pytest.mark.parametrize(
+    ("other", "match"),
+    [
+        ({"suite": "MT5"}, "suite is 'MT3' in the state but 'MT5' here"),
+        ({"envs_per_task": 1}, "envs_per_task is 2 in the state but 1 here"),
+        ({"task_sampling": "random"}, "task_sampling is 'lockstep' in the state but 'random'"),
+    ],
+)
+def test_simulator_state_from_another_suite_is_rejected(other: dict, match: str) -> None:
+    config = {"suite": "MT3", "envs_per_task": 2, "task_sampling": "lockstep"}
+    source = MiniGridMultiTaskEnv(**config, seed=0)
+    source.reset()
+    with pytest.raises(ValueError, match=match):
+        MiniGridMultiTaskEnv(**{**config, **other}).load_simulator_state(source.simulator_state())
+    with pytest.raises(ValueError, match="not a MiniGridMultiTaskEnv simulator state"):
+        source.load_simulator_state({"qpos": torch.zeros(3)})

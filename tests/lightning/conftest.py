@@ -62,7 +62,7 @@ def tiny_ppo(tmp_path: Path):
                             "metrics": ["dormant_ratio", "srank", "fisher_trace"],
                         },
                     }
-                ],  # fmt: skip
+                ],
             },
         )
 

@@ -81,7 +81,7 @@ def test_sigterm_checkpoint_and_exact_resume(tiny_ppo, tmp_path: Path) -> None:
                     "init_args": {"frames": 600, "signum": int(signal.SIGTERM)},
                 }
             ]
-        },  # fmt: skip
+        },
     )
     killed = run_cli("fit", "--config", str(interrupted), cwd=resumed_dir)
     assert killed.returncode != 0
@@ -140,7 +140,7 @@ def test_sparsity_target_for_missing_network(tmp_path: Path, monkeypatch) -> Non
                     "init_args": {"groups": {"qvalue_network.*": 0.9}},
                 }
             ]
-        },  # fmt: skip
+        },
     )
     with pytest.raises(ValueError, match=r"'qvalue_network\.\*' matches no prunable layer"):
         main(["fit", "--config", str(recipe)])
