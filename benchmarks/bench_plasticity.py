@@ -4,10 +4,14 @@ Measures, on CPU:
 
 1. the full metric suite of :class:`~torchrl_sparse.plasticity.PlasticityMonitor` on a batch of
    1,024 states for the MT3 MOORE actor (and critic);
-2. the Fisher trace with ``torch.func`` (vmap over grad) against a per-sample Python loop;
+2. the Fisher trace with the default ghost-norm method (per-sample gradient norms from one
+   batched backward) against ``torch.func`` (vmap over grad) and a per-sample Python loop;
 3. the monitor's overhead at the papers' cadence (every 10,000 environment steps) relative to
    PPO training time for those 10,000 steps (MiniGrid MT3 collection + 8 PPO epochs per 2,000
    steps, minibatch 256 per task).
+
+The machine may be shared: methods are timed interleaved in one process (median of the
+rounds) and the load average is printed; the speed-up ratios are the robust numbers.
 
 Run: ``python benchmarks/bench_plasticity.py [--repeats 3]``.
 """
@@ -15,6 +19,8 @@ Run: ``python benchmarks/bench_plasticity.py [--repeats 3]``.
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -41,6 +47,23 @@ def _timeit(fn: Callable[[], object], repeats: int) -> float:
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - start) / repeats
+
+
+def _timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call, the functions taking turns so that load affects all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _states(n: int) -> TensorDict:
@@ -91,7 +114,7 @@ def main() -> None:
     actor = make_ppo_actor("MT3", arch="moore")
     critic = make_ppo_critic("MT3", arch="moore")
     batch = _states(BATCH)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH}, {_load()}")
     print("actor: torchrl_sparse.modules.make_ppo_actor('MT3', arch='moore')")
 
     actor_only = PlasticityMonitor(
@@ -114,16 +137,25 @@ def main() -> None:
     t_nofisher = _timeit(lambda: no_fisher.compute(batch), args.repeats)
     print(f"    of which everything but the Fisher trace: {t_nofisher * 1e3:.1f} ms")
 
-    t_vmap = _timeit(lambda: fisher_trace(actor, batch), args.repeats)
-    t_loop = _timeit(lambda: fisher_trace(actor, batch, method="loop"), 1)
-    torch.manual_seed(1)
-    f_vmap = fisher_trace(actor, batch)
-    torch.manual_seed(1)
-    f_loop = fisher_trace(actor, batch, method="loop")
-    print(f"\n[2] Fisher trace, batch {BATCH}: vmap {t_vmap:.3f} s, loop {t_loop:.3f} s, ")
-    print(
-        f"    speed-up {t_loop / t_vmap:.1f}x (target >= 10x); values {f_vmap:.5f} vs {f_loop:.5f}"
+    t = _timeit_interleaved(
+        {
+            "ghost": lambda: fisher_trace(actor, batch),
+            "vmap": lambda: fisher_trace(actor, batch, method="vmap", chunk_size=256),
+        },
+        args.repeats,
     )
+    t_loop = _timeit(lambda: fisher_trace(actor, batch, method="loop"), 1)
+    values = {}
+    for method in ("ghost", "vmap", "loop"):
+        torch.manual_seed(1)
+        values[method] = fisher_trace(actor, batch, method=method)
+    print(f"\n[2] Fisher trace, batch {BATCH} ({_load()}):")
+    print(f"    ghost (default) {t['ghost']:.3f} s, vmap {t['vmap']:.3f} s, loop {t_loop:.3f} s")
+    print(
+        f"    speed-up ghost vs loop {t_loop / t['ghost']:.1f}x (target >= 10x), "
+        f"vs vmap {t['vmap'] / t['ghost']:.1f}x; vmap vs loop {t_loop / t['vmap']:.1f}x"
+    )
+    print("    values " + ", ".join(f"{m} {v:.6f}" for m, v in values.items()))
 
     monitor = PlasticityMonitor(
         {"actor": actor, "critic": critic},
@@ -134,7 +166,6 @@ def main() -> None:
         batch_size=BATCH,
     )
     monitor.reservoir.record(_states(4 * BATCH))
-    t_monitor = _timeit(lambda: monitor.compute(), args.repeats)
     cheap = PlasticityMonitor(
         {"actor": actor, "critic": critic},
         [m for m in monitor.metrics if m != "fisher_trace"],
@@ -142,13 +173,15 @@ def main() -> None:
         task_key="task_id",
         reservoir=monitor.reservoir,
     )
-    t_cheap = _timeit(lambda: cheap.compute(), args.repeats)
+    t_mon = _timeit_interleaved({"all": monitor.compute, "cheap": cheap.compute}, args.repeats)
+    t_monitor, t_cheap = t_mon["all"], t_mon["cheap"]
     t_train = _train_time_per_cadence(actor, critic)
-    print(f"\n[3] monitor (actor + critic, reservoir sample, all metrics): {t_monitor:.3f} s")
+    print(f"\n[3] monitor (actor + critic, reservoir sample, all metrics) ({_load()}):")
+    print(f"    {t_monitor:.3f} s")
     print(f"    without the Fisher trace: {t_cheap:.3f} s")
     print(f"    PPO training per {CADENCE} env steps (MiniGrid MT3 collection + updates): ")
     print(f"    {t_train:.1f} s -> overhead {100 * t_monitor / t_train:.2f}% (target <= 2%),")
-    print(f"    {100 * t_cheap / t_train:.2f}% without the Fisher trace")
+    print(f"    {100 * t_cheap / t_train:.2f}% without the Fisher trace ({_load()})")
 
 
 if __name__ == "__main__":

@@ -253,7 +253,7 @@ def test_sac_recipes(monkeypatch: pytest.MonkeyPatch) -> None:
             "gmp_actor_critic",
             "scaled_critic_only",
             "scaled_moore_width",
-        )  # fmt: skip
+        )
     ] == SAC_RECIPES
     widths = {}
     for recipe in SAC_RECIPES:

@@ -183,3 +183,11 @@ def test_sparsifier_masks_stacked_and_target_q_networks() -> None:
     stats = sparsifier.stats()
     q_layers = [k for k in stats if k.startswith("sparsity/qvalue_network")]
     assert q_layers and all(stats[k] == pytest.approx(0.8, abs=0.02) for k in q_layers)
+
+
+def test_fresh_loss_loads_a_trained_state_dict_strictly() -> None:
+    trained = make_loss()
+    trained(make_batch())
+    container = torch.nn.ModuleDict({"loss": make_loss()})
+    container.load_state_dict({f"loss.{k}": v for k, v in trained.state_dict().items()})
+    assert "_target_entropy" in dict(container["loss"].named_buffers())

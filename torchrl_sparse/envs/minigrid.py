@@ -117,6 +117,8 @@ class MiniGridMultiTaskEnv(EnvBase):
 
     Sub-environments do not reset themselves: as for any batched TorchRL env, finished slots are
     reset through ``"_reset"`` (``env.step_and_maybe_reset``, collectors, ``rollout``).
+    :meth:`simulator_state` and :meth:`load_simulator_state` checkpoint and resume the running
+    episodes exactly.
 
     Args:
         suite: ``"MT3"``, ``"MT5"`` or ``"MT7"``.

@@ -78,7 +78,17 @@ class CollectorLoader:
         if self._iterator is None:
             self._iterator = iter(self.collector)
         for _ in range(self.batches_per_epoch):
-            yield next(self._iterator)
+            try:
+                batch = next(self._iterator)
+            except RuntimeError as error:
+                if "inf" in str(error) or "nan" in str(error):
+                    # e.g. torch.multinomial on NaN probabilities once the policy diverged.
+                    raise FloatingPointError(
+                        f"Collecting a batch hit non-finite values ({error}): the policy has "
+                        "diverged; stopping, the last checkpoint is intact."
+                    ) from error
+                raise
+            yield batch
 
     def shutdown(self) -> None:
         """Stop the collector and close its environment."""

@@ -18,8 +18,10 @@ per task, normalised returns, SPS), ``losses/``; callbacks add ``sparsity/`` and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -211,10 +213,12 @@ class MultiTaskPPO(pl.LightningModule):
         for _ in range(self.hparams.policy_epochs):
             for minibatch in self._stratified_minibatches(data):
                 if self._pcgrad is not None:
-                    loss_td = self._pcgrad.step(minibatch)
+                    with self._non_finite_guard("the actor loss"):
+                        loss_td = self._pcgrad.step(minibatch)
                     self._check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
                 else:
-                    loss_td = self.loss_module(minibatch)
+                    with self._non_finite_guard("the actor loss"):
+                        loss_td = self.loss_module(minibatch)
                     self._check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
                     actor_optimizer.zero_grad()
                     self.manual_backward(loss_td["loss_objective"] + loss_td["loss_entropy"])
@@ -239,6 +243,7 @@ class MultiTaskPPO(pl.LightningModule):
                 critic_optimizer.step()
                 losses.setdefault("loss_critic", []).append(critic_loss.detach())
 
+        self._check_finite(dict(self.named_parameters()), what="parameter ")
         now = time.perf_counter()
         sps = batch.numel() / max(now - self._clock, 1e-9)
         self._clock = now
@@ -279,11 +284,26 @@ class MultiTaskPPO(pl.LightningModule):
         chunks = [idx[torch.randperm(len(idx))].tensor_split(count) for idx in per_task]
         return [data[torch.cat([c[i] for c in chunks])] for i in range(count)]
 
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+    @contextlib.contextmanager
+    def _non_finite_guard(self, what: str) -> Iterator[None]:
+        """Turn torch's errors on NaN/inf inputs (e.g. a Categorical of NaN logits) into ours."""
+        try:
+            yield
+        except (RuntimeError, ValueError) as error:
+            message = str(error)
+            if "nan" not in message and "inf" not in message:
+                raise
+            raise FloatingPointError(
+                f"{what} hit non-finite values at frame {self.frames} ({message}): stopping; "
+                "the last checkpoint written before this frame is intact."
+            ) from error
+
+    def _check_finite(self, terms: dict[str, torch.Tensor], what: str = "") -> None:
         for name, value in terms.items():
             if not torch.isfinite(value).all():
+                bad = value[~torch.isfinite(value)].flatten()[0].item()
                 raise FloatingPointError(
-                    f"{name} is {value.item()} at frame {self.frames}: stopping; the last "
+                    f"{what}{name} is {bad} at frame {self.frames}: stopping; the last "
                     "checkpoint written before this frame is intact."
                 )
 

@@ -157,7 +157,10 @@ class MultiTaskSAC(pl.LightningModule):
     episode), 4,000 steps of random warm-up (40,000 frames on MT10) and one update per step of
     the ``num_tasks`` environments.
 
-    Frames count environment steps of single tasks: one step of MT10 is 10 frames.
+    Frames count environment steps of single tasks: one step of MT10 is 10 frames. The critic
+    loss is the squared TD error (summed over the twin critics, averaged over the batch) against
+    the clipped double-Q soft target; episodes are only truncated, so every transition
+    bootstraps.
 
     Args:
         suite: ``"MT10"`` or ``"MT50"``.

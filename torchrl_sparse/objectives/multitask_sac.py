@@ -17,9 +17,9 @@ and changes only the three places where the temperature enters:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from tensordict import TensorDictBase
@@ -133,6 +133,15 @@ class MultiTaskSACLoss(SACLoss):
         # task ids of the current forward call for the temperature loss.
         self._sample_alpha: Tensor | None = None
         self._task_id: Tensor | None = None
+        # SACLoss registers its ``_target_entropy`` buffer on first use, so a fresh loss and a
+        # trained one have different state_dict keys and a parent module's strict
+        # ``load_state_dict`` (Lightning's checkpoint restore) fails. Resolve it now when the
+        # action spec allows; otherwise it stays lazy as in SACLoss.
+        with contextlib.suppress(RuntimeError):
+            _ = self.target_entropy
+        # Likewise for the value estimator (and its ``gamma`` buffer): build the default now;
+        # ``make_value_estimator`` replaces it.
+        self.make_value_estimator(self.default_value_estimator)
 
     # ------------------------------------------------------------------ temperature lookup
     def task_alpha(self, task_id: Tensor) -> Tensor:
@@ -165,7 +174,7 @@ class MultiTaskSACLoss(SACLoss):
         with torch.no_grad():
             return self.log_alpha.exp().mean()
 
-    @contextmanager
+    @contextlib.contextmanager
     def _per_sample_alpha(self, tensordict: TensorDictBase, unsqueeze: bool) -> Iterator[None]:
         task_id = tensordict.get(self.task_key, None)
         if task_id is None:

@@ -65,6 +65,10 @@ def _batch_len(batch: Any) -> int:
     return batch.shape[0] if batch.ndim else 0
 
 
+def _key(name: str) -> tuple[str, ...]:
+    return tuple(name.split("."))
+
+
 def _masked(g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return g if mask is None else g * mask
 
@@ -151,12 +155,17 @@ def _vmap_sq_norms(
 ) -> torch.Tensor:
     """Per-sample ``sum_{name in names} ||mask * grad_name log pi(a_i|s_i)||^2``, shape ``[N]``."""
     params = from_module(policy, as_module=False).detach()
-    trainable = TensorDict(
-        {tuple(name.split(".")): params.get(tuple(name.split("."))) for name in names}, []
-    )
+    trainable = TensorDict({_key(name): params.get(_key(name)) for name in names}, [])
+    # tied parameters: every module path holding a parameter gets its functional copy
+    canonical = {id(p): name for name, p in policy.named_parameters()}
+    paths: dict[str, list[tuple[str, ...]]] = {name: [] for name in names}
+    for path, p in policy.named_parameters(remove_duplicate=False):
+        if canonical[id(p)] in paths:
+            paths[canonical[id(p)]].append(_key(path))
 
     def log_prob(p: TensorDictBase, state: Any, action: torch.Tensor) -> torch.Tensor:
-        with p.to_module(policy):
+        full = TensorDict({k: p.get(_key(n)) for n, ks in paths.items() for k in ks}, [])
+        with full.to_module(policy):
             dist = dist_fn(policy, state.unsqueeze(0))
             return dist.log_prob(action.unsqueeze(0)).sum()
 
@@ -164,9 +173,9 @@ def _vmap_sq_norms(
         trainable, batch, actions
     )
     return sum(
-        _masked(per_sample.get(tuple(name.split("."))), masks.get(name)).pow(2).flatten(1).sum(1)
+        _masked(per_sample.get(_key(name)), masks.get(name)).pow(2).flatten(1).sum(1)
         for name in names
-    )
+    ).detach()
 
 
 @dataclass
@@ -177,7 +186,15 @@ class _Layer:
     params: dict[str, str]  # local name ("weight"/"bias") -> qualified name
     inputs: list[torch.Tensor] = field(default_factory=list)
     outputs: list[torch.Tensor] = field(default_factory=list)
-    versions: list[int] = field(default_factory=list)
+    versions: list[tuple[int, int]] = field(default_factory=list)
+
+    def changed_in_place(self) -> bool:
+        """Whether an input or output was modified in place after the layer ran."""
+        return any(
+            (x._version, y._version) != v
+            for x, y, v in zip(self.inputs, self.outputs, self.versions, strict=True)
+        )
+
     # (stage, call) -> gradient of the call's output; stage "w" is the sample-weighted backward
     grads: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
 
@@ -360,9 +377,10 @@ def _ghost_sq_norm_sum(
             if not (torch.is_grad_enabled() and out.requires_grad):
                 return
             call = len(layer.inputs)
-            layer.inputs.append((args[0] if args else kwargs["input"]).detach())
+            x = (args[0] if args else kwargs["input"]).detach()
+            layer.inputs.append(x)
             layer.outputs.append(out)
-            layer.versions.append(out._version)
+            layer.versions.append((x._version, out._version))
 
             def keep(g: torch.Tensor) -> None:
                 layer.grads[stage[0], call] = g
@@ -386,21 +404,10 @@ def _ghost_sq_norm_sum(
     n = actions.shape[0]
     total = torch.zeros(())
     logp = dist.log_prob(actions).reshape(n, -1).sum(1)
+    # a layer whose input or output was later changed in place has lost what it recorded
+    rest += [q for layer in layers if layer.changed_in_place() for q in layer.params.values()]
+    layers = [layer for layer in layers if not layer.changed_in_place()]
     if layers and logp.requires_grad:
-        params = dict(policy.named_parameters())
-        # Backpropagate to the layer outputs only (no weight gradients), unless an output was
-        # changed in place: its hook then only fires on the way to the parameters.
-        in_place = any(
-            o._version != v
-            for layer in layers
-            for o, v in zip(layer.outputs, layer.versions, strict=True)
-        )
-
-        def targets(some: list[_Layer]) -> list[torch.Tensor]:
-            if in_place:
-                return [params[q] for layer in some for q in layer.params.values()]
-            return [o for layer in some for o in layer.outputs]
-
         # layers whose rows are not the batch (per-task heads: a subset of the samples)
         ambiguous = [
             layer for layer in layers if any(layer.rows(c) != n for c in range(len(layer.inputs)))
@@ -409,10 +416,16 @@ def _ghost_sq_norm_sum(
             stage[0] = "w"
             weights = torch.arange(1, n + 1, dtype=logp.dtype, device=logp.device)
             torch.autograd.grad(
-                (weights * logp).sum(), targets(ambiguous), retain_graph=True, allow_unused=True
+                (weights * logp).sum(),
+                [y for layer in ambiguous for y in layer.outputs],
+                retain_graph=True,
+                allow_unused=True,
             )
             stage[0] = "main"
-        torch.autograd.grad(logp.sum(), targets(layers), allow_unused=True)
+        # to the layer outputs only: the weight gradients are not needed
+        torch.autograd.grad(
+            logp.sum(), [y for layer in layers for y in layer.outputs], allow_unused=True
+        )
         total = sum(_layer_sq_norm_sum(layer, n, masks) for layer in layers)
     if rest:
         total = (
