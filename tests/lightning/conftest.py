@@ -37,6 +37,7 @@ def tiny_ppo(tmp_path: Path):
         init_args = {
             "total_frames": 1200,
             "frames_per_batch": 300,
+            "envs_per_task": 2,
             "policy_epochs": 2,
             "policy_minibatch_per_task": 64,
             "critic_batch": 300,

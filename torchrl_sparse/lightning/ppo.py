@@ -41,6 +41,7 @@ __all__ = ["MultiTaskPPO"]
 
 ARCHITECTURES = ("mtppo", "moe", "moore")
 ACTOR_LOSSES = ("loss_objective", "loss_entropy")
+DEFAULT_ENVS_PER_TASK = 8
 
 
 class MultiTaskPPO(pl.LightningModule):
@@ -56,7 +57,8 @@ class MultiTaskPPO(pl.LightningModule):
         arch: ``"mtppo"`` (shared CNN), ``"moe"`` or ``"moore"``.
         num_experts: experts for MoE/MOORE (default 2, 3, 4 for MT3, MT5, MT7).
         layer_norm: LayerNorm after hidden layers (a plasticity baseline).
-        envs_per_task: sub-environments per task.
+        envs_per_task: sub-environments per task; several amortise the per-step cost of the
+            policy and of TorchRL (8 by default; the batch stays ``frames_per_batch`` frames).
         task_sampling: ``"lockstep"`` (every task every step) or ``"random"`` (a task drawn at
             each episode start).
         total_frames: training length in environment frames.
@@ -81,7 +83,7 @@ class MultiTaskPPO(pl.LightningModule):
     Examples:
         >>> module = MultiTaskPPO("MT3", arch="moore", total_frames=6_000)
         >>> module.frames_per_batch, type(module.loss_module).__name__
-        (2001, 'ClipPPOLoss')
+        (2016, 'ClipPPOLoss')
     """
 
     def __init__(
@@ -90,7 +92,7 @@ class MultiTaskPPO(pl.LightningModule):
         arch: Literal["mtppo", "moe", "moore"] = "mtppo",
         num_experts: int | None = None,
         layer_norm: bool = False,
-        envs_per_task: int = 1,
+        envs_per_task: int = DEFAULT_ENVS_PER_TASK,
         task_sampling: Literal["lockstep", "random"] = "lockstep",
         total_frames: int = 400_000,
         frames_per_batch: int = 2_000,

@@ -1,0 +1,116 @@
+"""End-to-end multi-task PPO throughput on MiniGrid MT3, with evaluation off.
+
+For each network (MTPPO, MOORE) and condition (dense, GMP to 95%) it trains through the real
+Lightning ``Trainer`` with the papers' PPO settings (batches of 2,000 frames, 8 epochs,
+minibatch 256 per task, critic batch 2,000) and reports:
+
+* training frames/s: the median over batches of the module's own ``charts/sps`` (collection
+  and updates of a batch, after warm-up batches);
+* pure collection frames/s: the same collector and policy with no updates;
+* the training overhead on top of collection: ``collection_fps / training_fps - 1``.
+
+Reference (the official MOORE implementation on MushroomRL, same kind of 2-core machine, its
+MT3 defaults, evaluation excluded): about 250 frames/s with MOORE and 500 with MTPPO.
+Targets: MOORE >= 1,000 frames/s, MTPPO >= 2,000 frames/s, overhead <= 50%.
+
+Run: ``python benchmarks/bench_ppo_throughput.py`` (a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import lightning.pytorch as pl
+import torch
+
+from torchrl_sparse.lightning import MultiTaskPPO, SparsityCallback
+from torchrl_sparse.lightning.ppo import DEFAULT_ENVS_PER_TASK
+from torchrl_sparse.sparse import GMP, CubicSchedule
+
+TARGET_FPS = {"moore": 1000.0, "mtppo": 2000.0}
+REFERENCE_FPS = {"moore": 250.0, "mtppo": 500.0}
+
+
+class _RecordSPS(pl.Callback):
+    def __init__(self) -> None:
+        self.sps: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.sps.append(pl_module.latest["charts/sps"])
+
+
+def training_fps(arch: str, sparse: bool, batches: int, envs_per_task: int) -> float:
+    module = MultiTaskPPO(
+        "MT3",
+        arch=arch,
+        envs_per_task=envs_per_task,
+        total_frames=batches * 2000,
+        eval_every_frames=0,
+    )
+    record = _RecordSPS()
+    callbacks: list[pl.Callback] = [record]
+    if sparse:
+        schedule = CubicSchedule(start=0.0, end=0.5, update_every=500)
+        callbacks.append(
+            SparsityCallback(
+                {"actor_network.*": 0.95, "critic_network.*": 0.95}, method=GMP(schedule)
+            )
+        )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    trainer.fit(module)
+    return statistics.median(record.sps[2:])
+
+
+def collection_fps(arch: str, batches: int, envs_per_task: int) -> float:
+    module = MultiTaskPPO("MT3", arch=arch, envs_per_task=envs_per_task, eval_every_frames=0)
+    loader = module.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)  # warm-up
+    rates = []
+    for _ in range(batches - 1):
+        start = time.perf_counter()
+        batch = next(iterator)
+        rates.append(batch.numel() / (time.perf_counter() - start))
+    loader.shutdown()
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--envs-per-task", type=int, default=DEFAULT_ENVS_PER_TASK)
+    args = parser.parse_args(argv)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, MT3, "
+        f"{args.envs_per_task} envs per task, {args.batches} batches of ~2,000 frames"
+    )
+    print(f"{'network':<8}{'condition':<10}{'train fps':>10}{'collect fps':>12}"
+          f"{'overhead':>10}{'vs MOORE impl':>15}{'target':>8}")  # fmt: skip
+    missed = []
+    for arch in ("mtppo", "moore"):
+        collect = collection_fps(arch, args.batches, args.envs_per_task)
+        for sparse in (False, True):
+            train = training_fps(arch, sparse, args.batches, args.envs_per_task)
+            overhead = collect / train - 1.0
+            met = train >= TARGET_FPS[arch] and overhead <= 0.5
+            if not met:
+                missed.append(f"{arch}/{'gmp' if sparse else 'dense'}")
+            print(f"{arch:<8}{'gmp' if sparse else 'dense':<10}{train:>10.0f}{collect:>12.0f}"
+                  f"{overhead:>10.0%}{train / REFERENCE_FPS[arch]:>14.1f}x"
+                  f"{'MET' if met else 'MISS':>8}")  # fmt: skip
+    print("targets (MOORE >= 1,000 fps, MTPPO >= 2,000 fps, overhead <= 50%):",
+          "MET" if not missed else f"MISSED by {missed}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
