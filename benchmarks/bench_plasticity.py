@@ -13,7 +13,7 @@ Measures, on CPU:
 The machine may be shared: methods are timed interleaved in one process (median of the
 rounds) and the load average is printed; the speed-up ratios are the robust numbers.
 
-Run: ``python benchmarks/bench_plasticity.py [--repeats 3]``.
+Run: ``python benchmarks/bench_plasticity.py [--repeats 3] [--threads 1]``.
 """
 
 from __future__ import annotations
@@ -109,7 +109,10 @@ def _train_time_per_cadence(actor: torch.nn.Module, critic: torch.nn.Module) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     actor = make_ppo_actor("MT3", arch="moore")
     critic = make_ppo_critic("MT3", arch="moore")

@@ -155,3 +155,31 @@ def test_sparsity_target_for_missing_network(tmp_path: Path, monkeypatch) -> Non
     with pytest.raises(ValueError, match=r"'qvalue_network\.\*' matches no prunable layer"):
         main(["fit", "--config", str(recipe)])
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_ddp_two_ranks_hold_identical_masks_and_parameters(tiny_ppo, tmp_path: Path) -> None:
+    recipe = write_recipe(
+        tmp_path / "ddp.yaml",
+        str(tiny_ppo(eval_every_frames=0, total_frames=1200)),
+        trainer={
+            "strategy": "ddp",
+            "devices": 2,
+            "accelerator": "cpu",
+            "callbacks": [
+                {
+                    "class_path": "tests.lightning.signals.DumpRankState",
+                    "init_args": {"dirpath": str(tmp_path)},
+                }
+            ],
+        },
+    )
+    result = run_cli("fit", "--config", str(recipe), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert rank0["frames"] == rank1["frames"] == 1200  # 2 ranks x 2 batches of 300 frames
+    assert rank0["masks"] and all(
+        torch.equal(m, rank1["masks"][k]) for k, m in rank0["masks"].items()
+    )
+    for name, value in rank0["params"].items():
+        assert torch.equal(value, rank1["params"][name]), name

@@ -2,7 +2,8 @@
 
 Each callback keeps its state in ``state_dict`` so ``fit --ckpt_path last`` resumes it. They
 expect the LightningModule to expose ``loss_module`` (a TorchRL loss), ``frames`` (environment
-frames so far), ``frames_per_batch``, ``hparams.total_frames`` and ``log_frames(dict)``, as
+frames so far, over all ranks), ``frames_per_update`` (frames per training step, over all
+ranks), ``hparams.total_frames`` and ``log_frames(dict)``, as
 :class:`~torchrl_sparse.lightning.MultiTaskPPO` and :class:`~torchrl_sparse.lightning.MultiTaskSAC`
 do.
 """
@@ -106,7 +107,7 @@ class SparsityCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
         assert self.sparsifier is not None
-        self.sparsifier.step(pl_module.frames_per_batch)
+        self.sparsifier.step(pl_module.frames_per_update)
         pl_module.log_frames(self.sparsifier.stats())
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 from torch import nn
 
 from torchrl_sparse.lightning.callbacks import SparsityCallback
+from torchrl_sparse.lightning.distributed import broadcast_parameters
 from torchrl_sparse.plasticity import (
     ALL_METRICS,
     ObservationReservoir,
@@ -126,7 +127,7 @@ class PlasticityMonitorCallback(pl.Callback):
     ) -> None:
         assert self.monitor is not None
         self.reservoir.record(batch.reshape(-1))
-        metrics = self.monitor.step(pl_module.frames_per_batch)
+        metrics = self.monitor.step(pl_module.frames_per_update)
         if metrics is not None:
             pl_module.log_frames({key: float(value) for key, value in metrics.items()})
 
@@ -145,6 +146,7 @@ class _InterventionCallback(pl.Callback, ABC):
         self.network_names = networks or ["actor", "critic"]
         self.every_n_frames = every_n_frames
         self.interventions: dict[str, Any] = {}
+        self.modules: dict[str, nn.Module] = {}
         self._pending: dict[str, Any] = {}
 
     @property
@@ -161,6 +163,7 @@ class _InterventionCallback(pl.Callback, ABC):
         provider = _mask_provider(trainer)
         for name, (module, index) in _networks(pl_module, self.network_names).items():
             self.interventions[name] = self.build(module, trainer.optimizers[index], provider)
+            self.modules[name] = module
             if name in self._pending:
                 self.interventions[name].load_state_dict(self._pending.pop(name))
 
@@ -176,8 +179,10 @@ class _InterventionCallback(pl.Callback, ABC):
         # run makes the same decisions as an uninterrupted one.
         states = batch.reshape(-1)
         for name, intervention in self.interventions.items():
-            stats = intervention.step(pl_module.frames_per_batch, lambda: states)
+            stats = intervention.step(pl_module.frames_per_update, lambda: states)
             if stats:
+                # Re-initialisation draws on each rank's generator: rank 0's weights win.
+                broadcast_parameters(self.modules[name])
                 pl_module.log_frames({f"plasticity/{name}/{k}": float(v) for k, v in stats.items()})
 
     def state_dict(self) -> dict[str, Any]:

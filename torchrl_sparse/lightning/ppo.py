@@ -12,6 +12,9 @@ papers' PPO trains it with its own batch size; ``ClipPPOLoss`` is therefore buil
 ``critic_coeff=0`` but still holds the critic, so a sparsifier attached to
 ``module.loss_module`` reaches both networks as ``actor_network.*`` and ``critic_network.*``.
 
+Under Lightning's DDP every rank collects its own batch (its own environment seeds), gradients
+are averaged over ranks before every optimizer step, and frames count over all ranks.
+
 Everything is logged against environment frames: ``charts/`` (training and evaluation returns
 per task, normalised returns, SPS), ``losses/``; callbacks add ``sparsity/`` and ``plasticity/``.
 """
@@ -33,6 +36,10 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from torchrl_sparse.envs import MINIGRID_SUITES, make_minigrid_env, per_task_mean
+from torchrl_sparse.lightning.distributed import (
+    average_gradients_on_step,
+    gradient_sync_disabled,
+)
 from torchrl_sparse.lightning.loader import CollectorLoader
 from torchrl_sparse.modules import make_ppo_actor, make_ppo_critic
 from torchrl_sparse.objectives import PCGrad
@@ -158,7 +165,7 @@ class MultiTaskPPO(pl.LightningModule):
 
     # ------------------------------------------------------------------ data and optimizers
     def train_dataloader(self) -> CollectorLoader:
-        batches = math.ceil(self.hparams.total_frames / self.frames_per_batch)
+        batches = math.ceil(self.hparams.total_frames / self.frames_per_update)
         self._loader = CollectorLoader(
             lambda: make_minigrid_env(
                 self.hparams.suite,
@@ -178,7 +185,15 @@ class MultiTaskPPO(pl.LightningModule):
         critic_params = list(self.loss_module.critic_network_params.values(True, True))
         return [torch.optim.Adam(actor_params, **kwargs), torch.optim.Adam(critic_params, **kwargs)]
 
+    @property
+    def frames_per_update(self) -> int:
+        """Frames collected per training step over all ranks."""
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        return self.frames_per_batch * world_size
+
     def on_fit_start(self) -> None:
+        for optimizer in self.trainer.optimizers:
+            average_gradients_on_step(optimizer)
         self._pcgrad = None
         if self.hparams.pcgrad:
             actor_optimizer = self.trainer.optimizers[0]
@@ -204,7 +219,7 @@ class MultiTaskPPO(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         actor_optimizer, critic_optimizer = self.optimizers()
-        self.frames += batch.numel()
+        self.frames += batch.numel() * self.trainer.world_size
         self._log_episodes(batch, "charts")
         with torch.no_grad():
             self.advantage(batch)
@@ -215,7 +230,7 @@ class MultiTaskPPO(pl.LightningModule):
         for _ in range(self.hparams.policy_epochs):
             for minibatch in self._stratified_minibatches(data):
                 if self._pcgrad is not None:
-                    with self._non_finite_guard("the actor loss"):
+                    with self._non_finite_guard("the actor loss"), self._no_sync():
                         loss_td = self._pcgrad.step(minibatch)
                     self._check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
                 else:
@@ -223,7 +238,8 @@ class MultiTaskPPO(pl.LightningModule):
                         loss_td = self.loss_module(minibatch)
                     self._check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
                     actor_optimizer.zero_grad()
-                    self.manual_backward(loss_td["loss_objective"] + loss_td["loss_entropy"])
+                    with self._no_sync():
+                        self.manual_backward(loss_td["loss_objective"] + loss_td["loss_entropy"])
                     self._clip(actor_optimizer)
                     actor_optimizer.step()
                 for key in (
@@ -240,7 +256,8 @@ class MultiTaskPPO(pl.LightningModule):
                 critic_loss = F.mse_loss(value, critic_batch["value_target"])
                 self._check_finite({"loss_critic": critic_loss})
                 critic_optimizer.zero_grad()
-                self.manual_backward(critic_loss)
+                with self._no_sync():
+                    self.manual_backward(critic_loss)
                 self._clip(critic_optimizer)
                 critic_optimizer.step()
                 losses.setdefault("loss_critic", []).append(critic_loss.detach())
@@ -260,9 +277,14 @@ class MultiTaskPPO(pl.LightningModule):
         every = self.hparams.eval_every_frames
         if every and self.frames // every > self._last_eval // every:
             self._last_eval = self.frames
-            self.evaluate()
+            if self.trainer.is_global_zero:
+                self.evaluate()
         if self.frames >= self.hparams.total_frames:
             self.trainer.should_stop = True
+
+    def _no_sync(self) -> contextlib.AbstractContextManager[None]:
+        # Gradients are averaged by the optimizers' pre-step hooks (see .distributed).
+        return gradient_sync_disabled(self.trainer.model)
 
     def _clip(self, optimizer: Any) -> None:
         if self.hparams.max_grad_norm is not None:

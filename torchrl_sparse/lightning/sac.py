@@ -85,8 +85,7 @@ class TaskStratifiedSampler(Sampler):
         ...     batch_size=8,
         ... )
         >>> batch = TensorDict({"task_id": torch.arange(4).unsqueeze(-1).expand(4, 5)}, [4, 5])
-        >>> rb.extend(batch)  # doctest: +ELLIPSIS
-        (...)
+        >>> _ = rb.extend(batch)  # [tasks, time] data fills the [rows, tasks] storage
         >>> sorted(rb.sample()["task_id"].tolist())
         [0, 0, 1, 1, 2, 2, 3, 3]
     """

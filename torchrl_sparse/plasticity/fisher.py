@@ -8,19 +8,23 @@ Actions are sampled from the policy itself (not taken from the batch). Three exa
   gradient of an ``nn.Linear`` is ``sum_p g_ip x_ip^T`` over its positions ``p`` and
   ``||dW_i||^2 = sum_pq (g_ip . g_iq)(x_ip . x_iq)`` (``||g_i||^2 ||x_i||^2`` for one position).
   ``nn.Conv2d`` is a ``Linear`` on the unfolded input patches; ``nn.LayerNorm`` gives
-  ``sum_p x_hat_ip * g_ip`` and ``sum_p g_ip``, materialised as they are small. Pruned entries
-  (``masks``) enter as ``sum_oi m_oi^2 g_io^2 x_ii^2`` for one position, otherwise the layer's
-  per-sample gradients are materialised. Other parameters (other layer types, tied or
-  re-parametrised weights) fall back to ``"vmap"`` for just those parameters.
+  ``sum_p x_hat_ip * g_ip`` and ``sum_p g_ip``, materialised as they are small. Masks (pruned
+  entries left out) enter as ``||m * g_i x_i^T||^2 = (g_i^2)^T m^2 (x_i^2)`` for one position;
+  with several, the layer's per-sample gradients are materialised. Other parameters (other layer
+  types, tied or re-parametrised weights, layers whose input or output is later changed in
+  place) fall back to ``"vmap"`` for just those parameters.
 * ``"vmap"``: per-sample gradients with ``torch.func`` (``vmap`` over ``grad``), each sample run
   as a batch of one, so convolutions and any batch-shaped module work unchanged.
 * ``"loop"``: one backward per sample; the reference, much slower.
 
 ``"ghost"`` assumes batch-first layers that do not mix samples (it refuses ``BatchNorm`` using
-batch statistics) and parameters used only inside their own module's ``forward``. A layer that
-sees a subset or reordering of the samples (per-task heads) or several rows per sample is
-resolved by a second backward restricted to that layer, of ``sum_i (i + 1) log pi(a_i|s_i)``:
-each row's gradient is scaled by its sample's weight, which identifies the sample.
+batch statistics) and parameters used only inside their own module's ``forward``. A layer whose
+input rows are not the batch (per-task heads see a subset of the samples; inputs flattened into
+the batch give several rows per sample) is resolved by a second backward, only as deep as such
+layers, of ``sum_i (i + 1) log pi(a_i|s_i)``: a row's output gradient is scaled by its sample's
+weight, which identifies the sample (a row mixing samples raises ``ValueError``). The actions
+are drawn from the distribution of the recorded forward, the same draws as a separate no-grad
+forward would give.
 
 Supported policies:
 
