@@ -16,8 +16,9 @@ draws random actions (``RandomPolicy``) so that every contender pays the same fo
 and the numbers measure the environments, not a network.
 
 Targets (issue #3): the suite is >= 2x the ``SerialEnv`` baseline and >= 50% of raw stepping.
-The default is training's default, one environment per task; TorchRL's fixed cost per batched
-step is amortised over the sub-environments, so the ratios improve with ``--envs-per-task``.
+The default is PPO training's default, 8 environments per task; TorchRL's fixed cost per
+batched step is amortised over the sub-environments, so the ratios improve with
+``--envs-per-task``.
 
 The contenders run single-threaded, in interleaved rounds in one process (so a change of
 machine load hits all of them), and each number is the best round, since other processes only
@@ -25,7 +26,8 @@ ever slow a run down. Next to frames per wall-clock second, frames per CPU secon
 process are printed: on a shared machine they are much less disturbed by other processes. The
 load average is printed before and after.
 
-Run: ``python benchmarks/bench_minigrid_env.py [--envs-per-task 1] [--batches 6] [--rounds 3]``.
+Run: ``python benchmarks/bench_minigrid_env.py [--envs-per-task 8] [--batches 6] [--rounds 3]``
+(the default is PPO training's, 8 environments per task).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from torchrl.envs import EnvBase, GymWrapper, SerialEnv
 from torchrl.envs.utils import RandomPolicy
 
 from torchrl_sparse.envs import make_minigrid_env, minigrid_task_ids
+from torchrl_sparse.lightning.ppo import DEFAULT_ENVS_PER_TASK
 
 FRAMES_PER_BATCH = 2_000
 """Training's default frames per collected batch."""
@@ -110,7 +113,7 @@ def serial_env(task_ids: list[str], envs_per_task: int) -> SerialEnv:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs-per-task", type=int, default=1)
+    parser.add_argument("--envs-per-task", type=int, default=DEFAULT_ENVS_PER_TASK)
     parser.add_argument("--batches", type=int, default=6, help="timed batches per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
