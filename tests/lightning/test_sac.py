@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -202,8 +203,9 @@ def test_nan_guard_names_the_loss_and_frame(runs: Runs) -> None:
     assert runs.nan.returncode != 0
     assert "FloatingPointError" in runs.nan.stderr
     message = next(line for line in runs.nan.stderr.splitlines() if "FloatingPointError:" in line)
-    assert any(f"{term} is" in message for term in ("loss_qvalue", "loss_actor", "loss_alpha"))
-    assert "at frame 100" in message
+    # Either a loss term is non-finite, or the actor's distribution refuses non-finite inputs.
+    named = r"(loss_(qvalue|actor|alpha) is \S+|the SAC loss hit non-finite values)"
+    assert re.search(named + r" at frame 100\b", message), message
 
 
 @pytest.mark.parametrize(

@@ -21,13 +21,9 @@ per task, normalised returns, SPS), ``losses/``; callbacks add ``sparsity/`` and
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
-from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Literal
 
-import lightning.pytorch as pl
 import torch
 from tensordict import TensorDictBase
 from torch.nn import functional as F
@@ -36,10 +32,7 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from torchrl_sparse.envs import MINIGRID_SUITES, make_minigrid_env, per_task_mean
-from torchrl_sparse.lightning.distributed import (
-    average_gradients_on_step,
-    gradient_sync_disabled,
-)
+from torchrl_sparse.lightning.base import MultiTaskRLModule
 from torchrl_sparse.lightning.loader import CollectorLoader
 from torchrl_sparse.modules import make_ppo_actor, make_ppo_critic
 from torchrl_sparse.objectives import PCGrad
@@ -51,7 +44,7 @@ ACTOR_LOSSES = ("loss_objective", "loss_entropy")
 DEFAULT_ENVS_PER_TASK = 8
 
 
-class MultiTaskPPO(pl.LightningModule):
+class MultiTaskPPO(MultiTaskRLModule):
     """Multi-task PPO (MTPPO, MoE or MOORE networks) on MiniGrid MT3/MT5/MT7.
 
     Defaults are the papers' (Todorov et al. 2025, MOORE): 400k frames in batches of 2,000,
@@ -92,6 +85,11 @@ class MultiTaskPPO(pl.LightningModule):
         >>> module.frames_per_batch, type(module.loss_module).__name__
         (2016, 'ClipPPOLoss')
     """
+
+    progress_keys = (
+        ("charts/eval/normalized_return_mean", "return"),
+        ("charts/normalized_return_mean", "return"),
+    )
 
     def __init__(
         self,
@@ -156,12 +154,7 @@ class MultiTaskPPO(pl.LightningModule):
             gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=False
         )
         self.observation_keys = ("observation", "task_id")
-        self.frames = 0
-        self._last_eval = 0
-        self._loader: CollectorLoader | None = None
         self._pcgrad: PCGrad | None = None
-        self._clock = time.perf_counter()
-        self.latest: dict[str, float] = {}
 
     # ------------------------------------------------------------------ data and optimizers
     def train_dataloader(self) -> CollectorLoader:
@@ -185,15 +178,8 @@ class MultiTaskPPO(pl.LightningModule):
         critic_params = list(self.loss_module.critic_network_params.values(True, True))
         return [torch.optim.Adam(actor_params, **kwargs), torch.optim.Adam(critic_params, **kwargs)]
 
-    @property
-    def frames_per_update(self) -> int:
-        """Frames collected per training step over all ranks."""
-        world_size = self.trainer.world_size if self._trainer is not None else 1
-        return self.frames_per_batch * world_size
-
     def on_fit_start(self) -> None:
-        for optimizer in self.trainer.optimizers:
-            average_gradients_on_step(optimizer)
+        super().on_fit_start()
         self._pcgrad = None
         if self.hparams.pcgrad:
             actor_optimizer = self.trainer.optimizers[0]
@@ -209,13 +195,6 @@ class MultiTaskPPO(pl.LightningModule):
         """The networks plasticity tools act on, with the index of their optimizer."""
         return {"actor": (self.actor, 0), "critic": (self.critic, 1)}
 
-    def feature_modules(self) -> dict[str, str]:
-        """Submodule holding each network's shared representation (the encoder's output)."""
-        return {
-            name: next(n for n, _ in module.named_modules() if n.endswith("encoder"))
-            for name, (module, _) in self.networks().items()
-        }
-
     # ------------------------------------------------------------------ training
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         actor_optimizer, critic_optimizer = self.optimizers()
@@ -230,17 +209,17 @@ class MultiTaskPPO(pl.LightningModule):
         for _ in range(self.hparams.policy_epochs):
             for minibatch in self._stratified_minibatches(data):
                 if self._pcgrad is not None:
-                    with self._non_finite_guard("the actor loss"), self._no_sync():
+                    with self.non_finite_guard("the actor loss"), self.no_sync():
                         loss_td = self._pcgrad.step(minibatch)
-                    self._check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
+                    self.check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
                 else:
-                    with self._non_finite_guard("the actor loss"):
+                    with self.non_finite_guard("the actor loss"):
                         loss_td = self.loss_module(minibatch)
-                    self._check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
+                    self.check_finite({k: loss_td[k] for k in ACTOR_LOSSES})
                     actor_optimizer.zero_grad()
-                    with self._no_sync():
+                    with self.no_sync():
                         self.manual_backward(loss_td["loss_objective"] + loss_td["loss_entropy"])
-                    self._clip(actor_optimizer)
+                    self.clip(actor_optimizer)
                     actor_optimizer.step()
                 for key in (
                     "loss_objective",
@@ -254,41 +233,15 @@ class MultiTaskPPO(pl.LightningModule):
             for critic_batch in data.split(self.hparams.critic_batch):
                 value = self.critic(critic_batch.select(*self.critic.in_keys))["state_value"]
                 critic_loss = F.mse_loss(value, critic_batch["value_target"])
-                self._check_finite({"loss_critic": critic_loss})
+                self.check_finite({"loss_critic": critic_loss})
                 critic_optimizer.zero_grad()
-                with self._no_sync():
+                with self.no_sync():
                     self.manual_backward(critic_loss)
-                self._clip(critic_optimizer)
+                self.clip(critic_optimizer)
                 critic_optimizer.step()
                 losses.setdefault("loss_critic", []).append(critic_loss.detach())
 
-        self._check_finite(dict(self.named_parameters()), what="parameter ")
-        now = time.perf_counter()
-        sps = batch.numel() / max(now - self._clock, 1e-9)
-        self._clock = now
-        scalars = {f"losses/{k}": torch.stack(v).mean().item() for k, v in losses.items()}
-        scalars["charts/sps"] = sps
-        self.log_frames(scalars)
-        self.log("fps", sps, prog_bar=True, logger=False, batch_size=1)
-        if "charts/normalized_return_mean" in self.latest:
-            ret = self.latest["charts/normalized_return_mean"]
-            self.log("return", ret, prog_bar=True, logger=False, batch_size=1)
-
-        every = self.hparams.eval_every_frames
-        if every and self.frames // every > self._last_eval // every:
-            self._last_eval = self.frames
-            if self.trainer.is_global_zero:
-                self.evaluate()
-        if self.frames >= self.hparams.total_frames:
-            self.trainer.should_stop = True
-
-    def _no_sync(self) -> contextlib.AbstractContextManager[None]:
-        # Gradients are averaged by the optimizers' pre-step hooks (see .distributed).
-        return gradient_sync_disabled(self.trainer.model)
-
-    def _clip(self, optimizer: Any) -> None:
-        if self.hparams.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm)
+        self.finish_batch(batch.numel(), losses, {})
 
     def _normalise_per_task(self, advantage: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         advantage = advantage.clone()
@@ -308,36 +261,7 @@ class MultiTaskPPO(pl.LightningModule):
         chunks = [idx[torch.randperm(len(idx))].tensor_split(count) for idx in per_task]
         return [data[torch.cat([c[i] for c in chunks])] for i in range(count)]
 
-    @contextlib.contextmanager
-    def _non_finite_guard(self, what: str) -> Iterator[None]:
-        """Turn torch's errors on NaN/inf inputs (e.g. a Categorical of NaN logits) into ours."""
-        try:
-            yield
-        except (RuntimeError, ValueError) as error:
-            message = str(error)
-            if "nan" not in message and "inf" not in message:
-                raise
-            raise FloatingPointError(
-                f"{what} hit non-finite values at frame {self.frames} ({message}): stopping; "
-                "the last checkpoint written before this frame is intact."
-            ) from error
-
-    def _check_finite(self, terms: dict[str, torch.Tensor], what: str = "") -> None:
-        for name, value in terms.items():
-            if not torch.isfinite(value).all():
-                bad = value[~torch.isfinite(value)].flatten()[0].item()
-                raise FloatingPointError(
-                    f"{what}{name} is {bad} at frame {self.frames}: stopping; the last "
-                    "checkpoint written before this frame is intact."
-                )
-
     # ------------------------------------------------------------------ logging
-    def log_frames(self, scalars: dict[str, float]) -> None:
-        """Log ``scalars`` to every logger against environment frames."""
-        self.latest.update(scalars)
-        for logger in self.loggers:
-            logger.log_metrics(scalars, step=self.frames)
-
     def _log_episodes(self, batch: TensorDictBase, prefix: str) -> None:
         done = batch["next", "done"].squeeze(-1)
         if not done.any():
@@ -398,16 +322,3 @@ class MultiTaskPPO(pl.LightningModule):
         )
         self.log_frames(scalars)
         return scalars
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["torchrl_sparse"] = {"frames": self.frames, "last_eval": self._last_eval}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["torchrl_sparse"]
-        self.frames = state["frames"]
-        self._last_eval = state["last_eval"]
-
-    def on_train_end(self) -> None:
-        if self._loader is not None:
-            self._loader.shutdown()

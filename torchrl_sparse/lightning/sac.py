@@ -30,12 +30,10 @@ import json
 import math
 import shutil
 import tempfile
-import time
 import weakref
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -46,6 +44,7 @@ from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate, ValueEstimators
 
 from torchrl_sparse.envs import METAWORLD_SUITES, make_metaworld_env, per_task_mean
+from torchrl_sparse.lightning.base import MultiTaskRLModule
 from torchrl_sparse.lightning.loader import CollectorLoader
 from torchrl_sparse.modules import SAC_ARCHITECTURES, make_sac_actor, make_sac_qvalue
 from torchrl_sparse.objectives.multitask_sac import MultiTaskSACLoss
@@ -145,7 +144,7 @@ class _WarmupPolicy(TensorDictModuleBase):
         return tensordict
 
 
-class MultiTaskSAC(pl.LightningModule):
+class MultiTaskSAC(MultiTaskRLModule):
     """Multi-task SAC (MT-SAC, MoE or MOORE networks) on MetaWorld MT10/MT50.
 
     Defaults are the papers' (McLean et al. 2025; Todorov et al.): multi-head networks of 3
@@ -206,6 +205,8 @@ class MultiTaskSAC(pl.LightningModule):
         >>> module.loss_module.log_alpha.shape
         torch.Size([10])
     """
+
+    progress_keys = (("charts/eval/success_mean", "success"), ("charts/success_mean", "success"))
 
     def __init__(
         self,
@@ -328,16 +329,11 @@ class MultiTaskSAC(pl.LightningModule):
             storage=storage, sampler=TaskStratifiedSampler(), batch_size=batch_size
         )
         self.observation_keys = ("observation", "task_id")
-        self.frames = 0
-        self._last_eval = 0
-        self._loader: CollectorLoader | None = None
         self._eval_env: EnvBase | None = None
-        self._clock = time.perf_counter()
-        self.latest: dict[str, float] = {}
 
     # ------------------------------------------------------------------ data and optimizers
     def train_dataloader(self) -> CollectorLoader:
-        batches = math.ceil(self.hparams.total_frames / self.frames_per_batch)
+        batches = math.ceil(self.hparams.total_frames / self.frames_per_update)
         policy = _WarmupPolicy(
             self.actor,
             self.action_spec,
@@ -374,17 +370,10 @@ class MultiTaskSAC(pl.LightningModule):
         """
         return {"actor": (self.actor, 0)}
 
-    def feature_modules(self) -> dict[str, str]:
-        """Submodule holding each network's shared representation (the encoder's output)."""
-        return {
-            name: next(n for n, _ in module.named_modules() if n.endswith("encoder"))
-            for name, (module, _) in self.networks().items()
-        }
-
     # ------------------------------------------------------------------ training
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         actor_optimizer, critic_optimizer, alpha_optimizer = self.optimizers()
-        self.frames += batch.numel()
+        self.frames += batch.numel() * self.trainer.world_size
         self._log_episodes(batch)
         # [num_tasks, time] batches extend the [rows, num_tasks] storage along time.
         self.replay_buffer.extend(batch.select(*BUFFER_KEYS).detach())
@@ -393,17 +382,19 @@ class MultiTaskSAC(pl.LightningModule):
         if self.frames >= self.hparams.learning_starts:
             for _ in range(self.updates_per_batch):
                 sample = self.replay_buffer.sample()
-                loss_td = self.loss_module(sample)
+                with self.non_finite_guard("the SAC loss"):
+                    loss_td = self.loss_module(sample)
                 terms = {k: loss_td[k] for k in ("loss_qvalue", "loss_actor", "loss_alpha")}
-                self._check_finite(terms)
+                self.check_finite(terms)
                 actor_optimizer.zero_grad()
                 critic_optimizer.zero_grad()
                 alpha_optimizer.zero_grad()
                 # The three terms touch disjoint parameters (SACLoss detaches the critics in the
                 # actor loss and computes the target without gradients): one backward suffices.
-                self.manual_backward(sum(terms.values()))
-                self._clip(critic_optimizer)
-                self._clip(actor_optimizer)
+                with self.no_sync():
+                    self.manual_backward(sum(terms.values()))
+                self.clip(critic_optimizer)
+                self.clip(actor_optimizer)
                 critic_optimizer.step()
                 actor_optimizer.step()
                 alpha_optimizer.step()
@@ -411,49 +402,14 @@ class MultiTaskSAC(pl.LightningModule):
                 for key in (*terms, "alpha", "entropy"):
                     losses.setdefault(key, []).append(loss_td[key].detach())
 
-        now = time.perf_counter()
-        sps = batch.numel() / max(now - self._clock, 1e-9)
-        self._clock = now
-        scalars = {f"losses/{k}": torch.stack(v).mean().item() for k, v in losses.items()}
+        scalars = {"charts/replay_buffer_size": float(len(self.replay_buffer))}
         if losses:
             alphas = self.loss_module.task_alpha(torch.arange(self.num_tasks)).tolist()
             for name, value in zip(self.task_names, alphas, strict=True):
                 scalars[f"charts/alpha/{name}"] = value
-        scalars["charts/sps"] = sps
-        scalars["charts/replay_buffer_size"] = float(len(self.replay_buffer))
-        self.log_frames(scalars)
-        self.log("fps", sps, prog_bar=True, logger=False, batch_size=1)
-        for key in ("charts/eval/success_mean", "charts/success_mean"):
-            if key in self.latest:
-                self.log("success", self.latest[key], prog_bar=True, logger=False, batch_size=1)
-                break
-
-        every = self.hparams.eval_every_frames
-        if every and self.frames // every > self._last_eval // every:
-            self._last_eval = self.frames
-            self.evaluate()
-        if self.frames >= self.hparams.total_frames:
-            self.trainer.should_stop = True
-
-    def _clip(self, optimizer: Any) -> None:
-        if self.hparams.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm)
-
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            if not torch.isfinite(value).all():
-                raise FloatingPointError(
-                    f"{name} is {value.item()} at frame {self.frames}: stopping; the last "
-                    "checkpoint written before this frame is intact."
-                )
+        self.finish_batch(batch.numel(), losses, scalars)
 
     # ------------------------------------------------------------------ logging
-    def log_frames(self, scalars: dict[str, float]) -> None:
-        """Log ``scalars`` to every logger against environment frames."""
-        self.latest.update(scalars)
-        for logger in self.loggers:
-            logger.log_metrics(scalars, step=self.frames)
-
     def _log_episodes(self, batch: TensorDictBase) -> None:
         done = batch["next", "done"].squeeze(-1)
         if not done.any():
@@ -578,24 +534,17 @@ class MultiTaskSAC(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The torch generator travels with the CollectorLoader's state, restored right before
-        # the next batch is collected.
-        checkpoint["torchrl_sparse"] = {
-            "frames": self.frames,
-            "last_eval": self._last_eval,
-            "replay_buffer": self._dump_replay_buffer(),
-        }
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["torchrl_sparse"]["replay_buffer"] = self._dump_replay_buffer()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint["torchrl_sparse"]
-        self.frames = state["frames"]
-        self._last_eval = state["last_eval"]
         if state.get("replay_buffer") is not None:
             self._load_replay_buffer(state["replay_buffer"])
 
     def on_train_end(self) -> None:
-        if self._loader is not None:
-            self._loader.shutdown()
+        super().on_train_end()
         if self._eval_env is not None:
             self._eval_env.close()
             self._eval_env = None

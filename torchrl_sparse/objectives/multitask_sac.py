@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -98,7 +99,7 @@ class MultiTaskSACLoss(SACLoss):
         max_alpha: float | None = None,
         fixed_alpha: bool = False,
         target_entropy: str | float = "auto",
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks!r}.")

@@ -1,0 +1,153 @@
+"""What the multi-task RL LightningModules share: frames, logging, guards, DDP, checkpoints.
+
+:class:`MultiTaskRLModule` is the contract the callbacks rely on (``loss_module``, ``frames``,
+``frames_per_update``, ``log_frames``, ``networks()``, ``feature_modules()``). The algorithms
+themselves stay whole in their own modules (:mod:`.ppo`, :mod:`.sac`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from torchrl_sparse.lightning.distributed import (
+    average_gradients_on_step,
+    gradient_sync_disabled,
+)
+from torchrl_sparse.lightning.loader import CollectorLoader
+
+__all__ = ["MultiTaskRLModule"]
+
+
+class MultiTaskRLModule(pl.LightningModule):
+    """Base class of :class:`MultiTaskPPO` and :class:`MultiTaskSAC`.
+
+    Subclasses set ``frames_per_batch`` and ``loss_module``, build their loader in
+    ``train_dataloader`` (kept in ``self._loader``), implement :meth:`networks` and
+    :meth:`evaluate`, and call :meth:`finish_batch` at the end of each training step.
+    ``hparams`` must hold ``total_frames``, ``eval_every_frames`` and ``max_grad_norm``.
+    """
+
+    frames_per_batch: int
+    #: ``(tag, label)`` pairs; the first tag already logged is shown in the progress bar.
+    progress_keys: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames = 0
+        self.latest: dict[str, float] = {}
+        self._last_eval = 0
+        self._loader: CollectorLoader | None = None
+        self._clock = time.perf_counter()
+
+    # ------------------------------------------------------------------ the callbacks' contract
+    @property
+    def frames_per_update(self) -> int:
+        """Frames collected per training step over all ranks."""
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        return self.frames_per_batch * world_size
+
+    @abstractmethod
+    def networks(self) -> dict[str, tuple[torch.nn.Module, int]]:
+        """The networks plasticity tools act on, with the index of their optimizer."""
+
+    def feature_modules(self) -> dict[str, str]:
+        """Submodule holding each network's shared representation (the encoder's output)."""
+        return {
+            name: next(n for n, _ in module.named_modules() if n.endswith("encoder"))
+            for name, (module, _) in self.networks().items()
+        }
+
+    def log_frames(self, scalars: dict[str, float]) -> None:
+        """Log ``scalars`` to every logger against environment frames."""
+        self.latest.update(scalars)
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.frames)
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate the current policy and log ``charts/eval/...``."""
+
+    # ------------------------------------------------------------------ training plumbing
+    def on_fit_start(self) -> None:
+        # Under DDP every rank collects its own data; the optimizers average the gradients over
+        # ranks before each step (see .distributed), so parameters stay equal.
+        for optimizer in self.trainer.optimizers:
+            average_gradients_on_step(optimizer)
+
+    def no_sync(self) -> contextlib.AbstractContextManager[None]:
+        """Context for backward passes: gradients are averaged by the optimizers' hooks."""
+        return gradient_sync_disabled(self.trainer.model)
+
+    def clip(self, optimizer: Any) -> None:
+        """Clip the optimizer's gradients to ``hparams.max_grad_norm`` when set."""
+        if self.hparams.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm)
+
+    @contextlib.contextmanager
+    def non_finite_guard(self, what: str) -> Iterator[None]:
+        """Turn torch's errors on NaN/inf inputs (a distribution of NaN logits) into ours."""
+        try:
+            yield
+        except (RuntimeError, ValueError) as error:
+            message = str(error)
+            if "nan" not in message and "inf" not in message:
+                raise
+            raise FloatingPointError(
+                f"{what} hit non-finite values at frame {self.frames} ({message}): stopping; "
+                "the last checkpoint written before this frame is intact."
+            ) from error
+
+    def check_finite(self, terms: dict[str, torch.Tensor], what: str = "") -> None:
+        """Raise a ``FloatingPointError`` naming the first non-finite term and the frame."""
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                bad = value[~torch.isfinite(value)].flatten()[0].item()
+                raise FloatingPointError(
+                    f"{what}{name} is {bad} at frame {self.frames}: stopping; the last "
+                    "checkpoint written before this frame is intact."
+                )
+
+    def finish_batch(
+        self, batch_frames: int, losses: dict[str, list[torch.Tensor]], scalars: dict[str, float]
+    ) -> None:
+        """End of a training step: parameter guard, logging, progress bar, evaluation, stop."""
+        self.check_finite(dict(self.named_parameters()), what="parameter ")
+        now = time.perf_counter()
+        sps = batch_frames / max(now - self._clock, 1e-9)
+        self._clock = now
+        logged = {f"losses/{k}": torch.stack(v).mean().item() for k, v in losses.items()}
+        self.log_frames({**logged, **scalars, "charts/sps": sps})
+        self.log("fps", sps, prog_bar=True, logger=False, batch_size=1)
+        for key, label in self.progress_keys:
+            if key in self.latest:
+                self.log(label, self.latest[key], prog_bar=True, logger=False, batch_size=1)
+                break
+        every = self.hparams.eval_every_frames
+        if every and self.frames // every > self._last_eval // every:
+            self._last_eval = self.frames
+            if self.trainer.is_global_zero:
+                self.evaluate()
+        if self.frames >= self.hparams.total_frames:
+            self.trainer.should_stop = True
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The torch generator travels with the CollectorLoader's state, restored right before
+        # the next batch is collected.
+        checkpoint["torchrl_sparse"] = {"frames": self.frames, "last_eval": self._last_eval}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["torchrl_sparse"]
+        self.frames = state["frames"]
+        self._last_eval = state["last_eval"]
+
+    def on_train_end(self) -> None:
+        if self._loader is not None:
+            self._loader.shutdown()
