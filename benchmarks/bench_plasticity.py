@@ -126,18 +126,21 @@ def main() -> None:
         task_key="task_id",
         batch_size=BATCH,
     )
-    t_suite = _timeit(lambda: actor_only.compute(batch), args.repeats)
-    out = actor_only.compute(batch)
-    print(f"\n[1] full metric suite, actor, batch {BATCH}: {t_suite * 1e3:.1f} ms")
-    for key in ("dormant_ratio", "srank", "entropy_rank", "stable_rank", "fisher_trace"):
-        print(f"    plasticity/actor/{key} = {float(out[f'plasticity/actor/{key}']):.4f}")
     no_fisher = PlasticityMonitor(
         {"actor": actor},
         [m for m in actor_only.metrics if m != "fisher_trace"],
         features={"actor": "module.0.module.encoder"},
         task_key="task_id",
     )
-    t_nofisher = _timeit(lambda: no_fisher.compute(batch), args.repeats)
+    t_act = _timeit_interleaved(
+        {"suite": lambda: actor_only.compute(batch), "no_fisher": lambda: no_fisher.compute(batch)},
+        args.repeats,
+    )
+    t_suite, t_nofisher = t_act["suite"], t_act["no_fisher"]
+    out = actor_only.compute(batch)
+    print(f"\n[1] full metric suite, actor, batch {BATCH}: {t_suite * 1e3:.1f} ms")
+    for key in ("dormant_ratio", "srank", "entropy_rank", "stable_rank", "fisher_trace"):
+        print(f"    plasticity/actor/{key} = {float(out[f'plasticity/actor/{key}']):.4f}")
     print(f"    of which everything but the Fisher trace: {t_nofisher * 1e3:.1f} ms")
 
     t = _timeit_interleaved(
