@@ -30,6 +30,9 @@ OPTIMIZERS = {
     "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
     "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
     "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.9, centered=True),
+    # Not zero-preserving (its infinity norm gains eps): its state is masked every step.
+    "adamax": lambda p: torch.optim.Adamax(p, lr=1e-2),
+    "adam_fused": lambda p: torch.optim.Adam(p, lr=1e-2, fused=True),
 }
 METHODS = {
     "gmp": lambda: GMP(CubicSchedule(start=0, end=20, update_every=5)),

@@ -352,7 +352,9 @@ class MultiTaskSAC(MultiTaskRLModule):
         return self._loader
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        kwargs = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}
+        # Fused Adam: one kernel per step, and no slow path on the exact zeros of sparse
+        # layers' state (see benchmarks/bench_sparse_step.py).
+        kwargs = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay, "fused": True}
         actor_params = list(self.loss_module.actor_network_params.values(True, True))
         critic_params = list(self.loss_module.qvalue_network_params.values(True, True))
         alpha_lr = self.hparams.alpha_lr if self.hparams.alpha_lr is not None else self.hparams.lr

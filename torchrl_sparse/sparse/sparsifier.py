@@ -38,6 +38,21 @@ __all__ = ["Sparsifier"]
 
 SCOPES = ("layer", "global")
 
+#: Optimizers whose update of an entry with zero gradient, zero weight and zero state leaves
+#: its state at zero (Adamax, for one, does not: its infinity norm gains ``eps``). Their
+#: state is masked when created and at topology changes; any other optimizer after every step.
+ZERO_PRESERVING_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+    torch.optim.Adadelta,
+    torch.optim.Rprop,
+)
+
 
 class Sparsifier:
     """Makes the selected layers of a module or a TorchRL loss sparse, and keeps them sparse.
@@ -202,10 +217,25 @@ class Sparsifier:
         return hook
 
     def _optimizer_hook(self, indices: list[int]):
+        seen_state: list[tuple[int, ...]] = [()]
+
         def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             with torch.no_grad():
                 self._mask_params(indices)
-                self._mask_optimizer_state(optimizer, indices)
+                if type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS:
+                    self._mask_optimizer_state(optimizer, indices)
+                    return
+                # Zero gradient and zero state give zero state in these update rules: only
+                # state tensors that were just created (first step, a loaded state) or that
+                # a topology change touched need masking, which spares two passes a step.
+                state_ids = tuple(
+                    id(value)
+                    for i in indices
+                    for value in optimizer.state.get(self.targets[i].param, {}).values()
+                )
+                if state_ids != seen_state[0]:
+                    self._mask_optimizer_state(optimizer, indices)
+                    seen_state[0] = state_ids
 
         return hook
 
