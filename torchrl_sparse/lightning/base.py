@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from torchrl_sparse.lightning.distributed import (
     average_gradients_on_step,
@@ -28,7 +29,8 @@ __all__ = ["MultiTaskRLModule"]
 class MultiTaskRLModule(pl.LightningModule):
     """Base class of :class:`MultiTaskPPO` and :class:`MultiTaskSAC`.
 
-    Subclasses set ``frames_per_batch`` and ``loss_module``, build their loader in
+    Subclasses set ``frames_per_batch``, ``loss_module``, ``actor`` and ``task_names``, build
+    their loader in
     ``train_dataloader`` (kept in ``self._loader``), implement :meth:`networks` and
     :meth:`evaluate`, and call :meth:`finish_batch` at the end of each training step.
     ``hparams`` must hold ``total_frames``, ``eval_every_frames`` and ``max_grad_norm``.
@@ -136,6 +138,35 @@ class MultiTaskRLModule(pl.LightningModule):
                 self.evaluate()
         if self.frames >= self.hparams.total_frames:
             self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def run_episodes(self, env: EnvBase, keys: tuple[str, ...]) -> dict[str, list[list[float]]]:
+        """Run ``hparams.eval_episodes_per_task`` episodes of every task on ``env``.
+
+        Returns ``{key: per-task lists of the final ("next", key) value of each episode}``.
+        Actions are greedy with ``hparams.eval_deterministic``, else sampled; the torch
+        generator is forked, so evaluating does not change the training run.
+        """
+        episodes = self.hparams.eval_episodes_per_task
+        values: dict[str, list[list[float]]] = {k: [[] for _ in self.task_names] for k in keys}
+        counts = values[keys[0]]
+        exploration = (
+            ExplorationType.DETERMINISTIC
+            if self.hparams.eval_deterministic
+            else ExplorationType.RANDOM
+        )
+        td = env.reset()
+        with torch.random.fork_rng(), set_exploration_type(exploration):
+            while min(len(c) for c in counts) < episodes:
+                td, next_td = env.step_and_maybe_reset(self.actor(td))
+                done = td["next", "done"].view(-1)
+                for slot in done.nonzero().view(-1).tolist():
+                    task = int(td["task_id"][slot])
+                    if len(counts[task]) < episodes:
+                        for key in keys:
+                            values[key][task].append(float(td["next", key][slot]))
+                td = next_td
+        return values
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

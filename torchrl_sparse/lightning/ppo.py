@@ -27,7 +27,6 @@ from typing import Literal
 import torch
 from tensordict import TensorDictBase
 from torch.nn import functional as F
-from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
@@ -289,31 +288,14 @@ class MultiTaskPPO(MultiTaskRLModule):
         Returns and logs ``charts/eval/episode_return/<task>``,
         ``charts/eval/normalized_return/<task>`` and their means over tasks.
         """
-        episodes = self.hparams.eval_episodes_per_task
         env = make_minigrid_env(
             self.hparams.suite,
-            envs_per_task=min(episodes, 5),
+            envs_per_task=min(self.hparams.eval_episodes_per_task, 5),
             seed=self.hparams.seed + 10_000 + self.frames,
         )
-        returns: list[list[float]] = [[] for _ in range(self.num_tasks)]
-        normalised: list[list[float]] = [[] for _ in range(self.num_tasks)]
-        td = env.reset()
-        exploration = (
-            ExplorationType.DETERMINISTIC
-            if self.hparams.eval_deterministic
-            else ExplorationType.RANDOM
-        )
-        with torch.random.fork_rng(), set_exploration_type(exploration):
-            while min(len(r) for r in returns) < episodes:
-                td, next_td = env.step_and_maybe_reset(self.actor(td))
-                done = td["next", "done"].view(-1)
-                for slot in done.nonzero().view(-1).tolist():
-                    task = int(td["task_id"][slot])
-                    if len(returns[task]) < episodes:
-                        returns[task].append(float(td["next", "episode_return"][slot]))
-                        normalised[task].append(float(td["next", "normalized_return"][slot]))
-                td = next_td
+        values = self.run_episodes(env, ("episode_return", "normalized_return"))
         env.close()
+        returns, normalised = values["episode_return"], values["normalized_return"]
         scalars: dict[str, float] = {}
         for name, r, n in zip(self.task_names, returns, normalised, strict=True):
             scalars[f"charts/eval/episode_return/{name}"] = sum(r) / len(r)

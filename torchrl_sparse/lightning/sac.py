@@ -40,7 +40,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import Bounded, LazyMemmapStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.storages import Storage
-from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
+from torchrl.envs import EnvBase
 from torchrl.objectives import SoftUpdate, ValueEstimators
 
 from torchrl_sparse.envs import METAWORLD_SUITES, make_metaworld_env, per_task_mean
@@ -447,25 +447,8 @@ class MultiTaskSAC(MultiTaskRLModule):
             )
         env = self._eval_env
         env.set_seed(self.hparams.seed + 10_000 + self.frames)
-        episodes = self.hparams.eval_episodes_per_task
-        returns: list[list[float]] = [[] for _ in range(self.num_tasks)]
-        successes: list[list[float]] = [[] for _ in range(self.num_tasks)]
-        td = env.reset()
-        exploration = (
-            ExplorationType.DETERMINISTIC
-            if self.hparams.eval_deterministic
-            else ExplorationType.RANDOM
-        )
-        with torch.random.fork_rng(), set_exploration_type(exploration):
-            while min(len(r) for r in returns) < episodes:
-                td, next_td = env.step_and_maybe_reset(self.actor(td))
-                done = td["next", "done"].view(-1)
-                for slot in done.nonzero().view(-1).tolist():
-                    task = int(td["task_id"][slot])
-                    if len(returns[task]) < episodes:
-                        returns[task].append(float(td["next", "episode_return"][slot]))
-                        successes[task].append(float(td["next", "episode_success"][slot]))
-                td = next_td
+        values = self.run_episodes(env, ("episode_return", "episode_success"))
+        returns, successes = values["episode_return"], values["episode_success"]
         scalars: dict[str, float] = {}
         for name, r, s in zip(self.task_names, returns, successes, strict=True):
             scalars[f"charts/eval/episode_return/{name}"] = sum(r) / len(r)
