@@ -15,7 +15,7 @@ sparsifier keeps pruned entries exactly zero in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -161,7 +161,7 @@ class Sparsifier:
         self._plan_dense_grads()
         self.apply_masks()
 
-    def __iter__(self) -> Iterable[SparseTarget]:
+    def __iter__(self) -> Iterator[SparseTarget]:
         return iter(self.targets)
 
     def __repr__(self) -> str:
