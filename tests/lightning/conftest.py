@@ -16,11 +16,16 @@ def write_recipe(path: Path, extends: str, **overrides) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run ``python -m torchrl_sparse`` in a subprocess, as a user would."""
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 240, console_script: bool = False
+) -> subprocess.CompletedProcess:
+    """Run ``python -m torchrl_sparse`` (or the installed ``torchrl-sparse``) as a user would."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "torchrl_sparse"]
+    if console_script:
+        command = [str(Path(sys.executable).parent / "torchrl-sparse")]
     return subprocess.run(
-        [sys.executable, "-m", "torchrl_sparse", *args],
+        [*command, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

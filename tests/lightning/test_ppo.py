@@ -38,7 +38,7 @@ def test_every_recipe_parses(recipe: str, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_tiny_fit_logs_against_frames(tiny_ppo, tmp_path: Path) -> None:
-    result = run_cli("fit", "--config", str(tiny_ppo()), cwd=tmp_path)
+    result = run_cli("fit", "--config", str(tiny_ppo()), cwd=tmp_path, console_script=True)
     assert result.returncode == 0, result.stderr[-3000:]
     log_dir = tmp_path / "runs" / "tiny" / "seed0"
     scalars = read_scalars(log_dir)

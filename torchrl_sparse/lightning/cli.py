@@ -24,7 +24,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-__all__ = ["load_recipe", "main"]
+__all__ = ["load_recipe", "main", "run"]
 
 
 def _merge(base: Any, override: Any) -> Any:
@@ -109,8 +109,16 @@ def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
     return expanded
 
 
-def main(args: list[str] | None = None) -> LightningCLI:
-    """Entry point of ``torchrl-sparse`` and ``python -m torchrl_sparse``."""
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``torchrl-sparse`` and ``python -m torchrl_sparse``.
+
+    Returns nothing: the console script passes the return value to ``sys.exit``.
+    """
+    run(args)
+
+
+def run(args: list[str] | None = None) -> LightningCLI:
+    """Run the CLI on ``args`` (default: ``sys.argv``) and return the ``LightningCLI``."""
     from_command_line = args is None
     argv = list(sys.argv[1:] if from_command_line else args)
     with tempfile.TemporaryDirectory(prefix="torchrl_sparse_recipe_") as workdir:
