@@ -71,7 +71,8 @@ class MultiTaskPPO(MultiTaskRLModule):
         entropy_coef: entropy bonus.
         policy_epochs: epochs over each batch.
         policy_minibatch_per_task: actor minibatch samples per task.
-        critic_batch: critic regression batch (the whole batch by default).
+        critic_batch: critic regression batch (the whole batch by default); each epoch the
+            batch is cut into ``frames // critic_batch`` equal shuffled shares.
         max_grad_norm: gradient clipping (``None`` for none).
         pcgrad: project conflicting per-task actor gradients (PCGrad, Yu et al. 2020).
         eval_every_frames: evaluation period (``0`` disables evaluation).
@@ -231,7 +232,7 @@ class MultiTaskPPO(MultiTaskRLModule):
                 ):
                     if key in loss_td:
                         losses.setdefault(key, []).append(loss_td[key].detach())
-            for critic_batch in data.split(self.hparams.critic_batch):
+            for critic_batch in self._critic_batches(data):
                 value = self.critic(critic_batch.select(*self.critic.in_keys))["state_value"]
                 critic_loss = F.mse_loss(value, critic_batch["value_target"])
                 self.check_finite({"loss_critic": critic_loss})
@@ -243,6 +244,17 @@ class MultiTaskPPO(MultiTaskRLModule):
                 losses.setdefault("loss_critic", []).append(critic_loss.detach())
 
         self.finish_batch(batch.numel(), losses, {})
+
+    def _critic_batches(self, data: TensorDictBase) -> list[TensorDictBase]:
+        """``len(data) // critic_batch`` (at least one) equal shuffled shares of the batch.
+
+        Equal shares rather than ``split``: 2,016 frames with a critic batch of 2,000 give one
+        step on all of them, not a second step on 16.
+        """
+        count = max(1, len(data) // self.hparams.critic_batch)
+        if count == 1:
+            return [data]
+        return [data[idx] for idx in torch.randperm(len(data)).tensor_split(count)]
 
     def _normalise_per_task(self, advantage: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         advantage = advantage.clone()

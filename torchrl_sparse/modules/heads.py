@@ -113,8 +113,20 @@ class MultiHead(nn.Module):
         batch = features.shape[:-1]
         flat = features.reshape(-1, features.shape[-1])
         flat_ids = task_id.expand(batch).reshape(-1)
-        out = flat.new_empty(flat.shape[0], self.out_features)
-        for task in flat_ids.unique().tolist():
-            rows = (flat_ids == task).nonzero().squeeze(-1)
-            out[rows] = self.heads[task](flat[rows])
+        if flat.shape[0] == 0:
+            return flat.new_empty(*batch, self.out_features)
+        # Route contiguous runs of a task through its head: a split's backward is a cheap
+        # concatenation, where indexed assignment costs an index_put with accumulation.
+        # Collector batches and stratified minibatches are already grouped by task.
+        order = None
+        if not bool((flat_ids[1:] >= flat_ids[:-1]).all()):
+            order = flat_ids.argsort(stable=True)
+            flat, flat_ids = flat.index_select(0, order), flat_ids[order]
+        tasks, counts = torch.unique_consecutive(flat_ids, return_counts=True)
+        chunks = flat.split(counts.tolist())
+        out = torch.cat(
+            [self.heads[task](chunk) for task, chunk in zip(tasks.tolist(), chunks, strict=True)]
+        )
+        if order is not None:
+            out = out.index_select(0, order.argsort())
         return out.reshape(*batch, self.out_features)

@@ -30,13 +30,17 @@ def gram_schmidt(experts: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         >>> torch.allclose(gram, torch.eye(3).expand(5, 3, 3), atol=1e-5)
         True
     """
+    return torch.stack(_orthonormalise(list(experts.unbind(-2)), eps), dim=-2)
+
+
+def _orthonormalise(vectors: list[torch.Tensor], eps: float) -> list[torch.Tensor]:
+    """Gram-Schmidt over a list of ``[..., d]`` tensors (fused ops: fewer temporaries)."""
     basis: list[torch.Tensor] = []
-    for i in range(experts.shape[-2]):
-        v = experts[..., i, :]
+    for v in vectors:
         for b in basis:
-            v = v - (v * b).sum(-1, keepdim=True) * b
-        basis.append(v / (v.norm(dim=-1, keepdim=True) + eps))
-    return torch.stack(basis, dim=-2)
+            v = torch.addcmul(v, torch.linalg.vecdot(v, b).unsqueeze(-1), b, value=-1)
+        basis.append(v / (torch.linalg.vector_norm(v, dim=-1, keepdim=True) + eps))
+    return basis
 
 
 class MixtureOfExperts(nn.Module):
@@ -94,8 +98,15 @@ class MixtureOfExperts(nn.Module):
         return gram_schmidt(outs, self.eps) if self.orthogonal else outs
 
     def forward(self, x: torch.Tensor, task_onehot: torch.Tensor) -> torch.Tensor:
-        weights = self.task_weights(task_onehot)
-        mixed = (weights.unsqueeze(-1) * self.expert_outputs(x)).sum(-2)
+        weights = self.task_weights(task_onehot).unsqueeze(-1)
+        # Expert outputs stay a list (no [..., k, d] stack) and are mixed with fused
+        # multiply-adds: these elementwise passes dominate MOORE's cost on CPU.
+        outputs = [expert(x) for expert in self.experts]
+        if self.orthogonal:
+            outputs = _orthonormalise(outputs, self.eps)
+        mixed = outputs[0] * weights[..., 0, :]
+        for j in range(1, len(outputs)):
+            mixed = torch.addcmul(mixed, outputs[j], weights[..., j, :])
         return torch.tanh(mixed)
 
 
