@@ -12,6 +12,7 @@ from torchrl_sparse.envs.minigrid import (
     make_minigrid_env,
     minigrid_task_ids,
 )
+from torchrl_sparse.envs.minigrid_view import egocentric_obs, use_fast_observations
 from torchrl_sparse.envs.stats import per_task_mean
 
 __all__ = [
@@ -20,8 +21,10 @@ __all__ = [
     "MINIGRID_SUITES",
     "MetaWorldMultiTaskEnv",
     "MiniGridMultiTaskEnv",
+    "egocentric_obs",
     "make_metaworld_env",
     "make_minigrid_env",
     "minigrid_task_ids",
     "per_task_mean",
+    "use_fast_observations",
 ]

@@ -1,0 +1,110 @@
+"""egocentric_obs must equal MiniGrid's own gen_obs, cell for cell, on every suite task."""
+
+from __future__ import annotations
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from minigrid.core.world_object import Door
+from minigrid.minigrid_env import MiniGridEnv
+
+from torchrl_sparse.envs import (
+    MiniGridMultiTaskEnv,
+    egocentric_obs,
+    minigrid_task_ids,
+    use_fast_observations,
+)
+
+ALL_TASKS = minigrid_task_ids("MT7")
+
+
+def _random_walk(task: str, steps: int, seed: int):
+    """Yield the env after every step of a seeded random walk (actions biased to move)."""
+    env = gym.make(task).unwrapped
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    # forward, turns, pickup, toggle: enough to carry keys and open doors
+    actions = [0, 1, 2, 2, 2, 3, 5]
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(actions[rng.integers(len(actions))])
+        yield env
+        if terminated or truncated:
+            env.reset()
+
+
+@pytest.mark.parametrize("task", ALL_TASKS)
+def test_equals_minigrid_gen_obs(task: str) -> None:
+    for env in _random_walk(task, steps=1500, seed=3):
+        expected = MiniGridEnv.gen_obs(env)
+        actual = egocentric_obs(env)
+        np.testing.assert_array_equal(actual["image"], expected["image"])
+        assert actual["image"].dtype == expected["image"].dtype == np.uint8
+        assert actual["direction"] == expected["direction"]
+        assert actual["mission"] == expected["mission"]
+
+
+def test_covers_carrying_and_open_doors() -> None:
+    """The equality above is only meaningful if the walks hit these cases."""
+    carried = opened = False
+    for env in _random_walk("MiniGrid-DoorKey-6x6-v0", steps=3000, seed=3):
+        carried |= env.carrying is not None
+        opened |= any(isinstance(obj, Door) and obj.is_open for obj in env.grid.grid)
+        if carried and opened:
+            np.testing.assert_array_equal(
+                egocentric_obs(env)["image"], MiniGridEnv.gen_obs(env)["image"]
+            )
+            break
+    assert carried and opened
+
+
+def test_see_through_walls() -> None:
+    env = gym.make("MiniGrid-RedBlueDoors-6x6-v0").unwrapped
+    env.see_through_walls = True
+    env.reset(seed=0)
+    for action in (0, 1, 0, 2, 0, 0):
+        env.step(action)
+        np.testing.assert_array_equal(
+            egocentric_obs(env)["image"], MiniGridEnv.gen_obs(env)["image"]
+        )
+
+
+def test_patched_env_steps_and_pickles() -> None:
+    env = use_fast_observations(gym.make("MiniGrid-RedBlueDoors-6x6-v0").unwrapped)
+    reference = gym.make("MiniGrid-RedBlueDoors-6x6-v0").unwrapped
+    obs, _ = env.reset(seed=5)
+    expected, _ = reference.reset(seed=5)
+    np.testing.assert_array_equal(obs["image"], expected["image"])
+    clone = pickle.loads(pickle.dumps(env))
+    for action in (2, 2, 1, 2, 5, 0, 2):
+        obs, *_ = env.step(action)
+        expected, *_ = reference.step(action)
+        cloned, *_ = clone.step(action)
+        np.testing.assert_array_equal(obs["image"], expected["image"])
+        np.testing.assert_array_equal(cloned["image"], expected["image"])
+    assert clone.gen_obs.args[0] is clone  # the copy observes itself, not the original
+
+
+@pytest.mark.parametrize("task_sampling", ["lockstep", "random"])
+def test_suite_rollouts_do_not_depend_on_the_observation_path(task_sampling: str) -> None:
+    rollouts = []
+    for fast in (True, False):
+        env = MiniGridMultiTaskEnv(
+            "MT7", envs_per_task=2, task_sampling=task_sampling, seed=7, fast_observations=fast
+        )
+        torch.manual_seed(0)
+        rollouts.append(env.rollout(60, break_when_any_done=False))
+    assert (rollouts[0] == rollouts[1]).all()
+
+
+def test_simulator_state_crosses_observation_paths() -> None:
+    fast = MiniGridMultiTaskEnv("MT3", seed=1)
+    td = fast.reset().set("action", torch.tensor([2, 2, 2]))
+    state = fast.simulator_state()
+    expected = fast.step(td.clone())["next", "observation"]
+    slow = MiniGridMultiTaskEnv("MT3", fast_observations=False)
+    slow.load_simulator_state(state)
+    assert all("gen_obs" not in env.__dict__ for env in slow._active)
+    torch.testing.assert_close(slow.step(td.clone())["next", "observation"], expected)
