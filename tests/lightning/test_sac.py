@@ -66,7 +66,9 @@ SPARSITY = {
 }
 
 
-def tiny_recipe(path: Path, callbacks: list[dict], name: str = "tiny", **model_args: float) -> Path:
+def tiny_recipe(
+    path: Path, callbacks: list[dict], name: str = "tiny", **model_args: float | str
+) -> Path:
     """The base SAC recipe shrunk to ``TINY``, logging to ``<path's dir>/runs/<name>/seed0``."""
     return write_recipe(
         path,
@@ -281,3 +283,49 @@ def test_sac_recipes(monkeypatch: pytest.MonkeyPatch) -> None:
         main(["fit", "--config", "recipes/metaworld/mt10/gmp_actor_critic.yaml", "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "class_path: torchrl_sparse.lightning.MultiTaskSAC" in output.getvalue()
+
+
+def test_ddp_two_ranks_hold_identical_masks_and_parameters(tmp_path: Path) -> None:
+    dump = {
+        "class_path": "tests.lightning.signals.DumpRankState",
+        "init_args": {"dirpath": str(tmp_path)},
+    }
+    scratch = tmp_path / "scratch"
+    recipe = tiny_recipe(
+        tmp_path / "ddp.yaml",
+        [SPARSITY, dump],
+        name="ddp",
+        total_frames=400,
+        eval_every_frames=0,
+        buffer_scratch_dir=str(scratch),
+    )
+    recipe = write_recipe(
+        tmp_path / "ddp_2.yaml",
+        str(recipe),
+        trainer={"strategy": "ddp", "devices": 2, "accelerator": "cpu"},
+    )
+    result = run_cli("fit", "--config", str(recipe), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert rank0["frames"] == rank1["frames"] == 400  # 2 ranks x 2 batches of 100 frames
+    # GMP reached 90% at 300 frames: masks on the actor and on both stacked critics.
+    assert rank0["masks"] and rank0["masks"].keys() == rank1["masks"].keys()
+    for name, mask in rank0["masks"].items():
+        assert torch.equal(mask, rank1["masks"][name]), name
+    # Online and target critics, temperatures and actor: all identical across ranks.
+    assert any("target_qvalue" in name for name in rank0["params"])
+    for name, value in rank0["params"].items():
+        assert torch.equal(value, rank1["params"][name]), name
+    # ... after real updates (rank 0 logs them, against the frames of both ranks).
+    log_dir = tmp_path / "runs" / "ddp" / "seed0"
+    assert [step for step, _ in read_scalars(log_dir)["losses/loss_qvalue"]] == [200, 400]
+    # Each rank keeps its own replay buffer of its own environments.
+    checkpoints = log_dir / "checkpoints"
+    (len0, buffer0), (len1, buffer1) = (
+        load_buffer_storage(checkpoints / f"replay_buffer_rank{rank}") for rank in (0, 1)
+    )
+    assert len0 == len1 == 200
+    # ... also in memory: the shared scratch directory is split by rank.
+    assert sorted(path.name for path in scratch.iterdir()) == ["rank0", "rank1"]
+    assert not torch.equal(buffer0["observation"][:20], buffer1["observation"][:20])

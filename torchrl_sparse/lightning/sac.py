@@ -182,6 +182,7 @@ class MultiTaskSAC(MultiTaskRLModule):
         buffer_size: replay-buffer capacity in transitions (``buffer_size / num_tasks`` per task).
         buffer_scratch_dir: directory of the memory-mapped replay buffer (``None``: a temporary
             directory, removed when the process exits normally or stops on SIGTERM/SIGINT).
+            Under DDP every rank writes to its own ``rank<k>`` subdirectory.
         replay_buffer_dir: where checkpoints dump the replay buffer (``None``:
             ``<checkpoint dir>/replay_buffer``, or ``<default_root_dir>/replay_buffer`` without
             a checkpoint callback); ``""`` keeps the buffer out of checkpoints.
@@ -332,6 +333,14 @@ class MultiTaskSAC(MultiTaskRLModule):
         self._eval_env: EnvBase | None = None
 
     # ------------------------------------------------------------------ data and optimizers
+    def setup(self, stage: str) -> None:
+        storage = self.replay_buffer.storage
+        configured = self.hparams.buffer_scratch_dir
+        # Ranks share the configured directory but not their buffers; the rank is only known
+        # now, and the lazy storage has not written anything yet.
+        if configured is not None and self.trainer.world_size > 1 and not storage.initialized:
+            storage.scratch_dir = str(Path(configured) / f"rank{self.global_rank}") + "/"
+
     def train_dataloader(self) -> CollectorLoader:
         batches = math.ceil(self.hparams.total_frames / self.frames_per_update)
         policy = _WarmupPolicy(
