@@ -65,6 +65,16 @@ SPARSITY = {
     },
 }
 
+MONITOR = {
+    "class_path": "torchrl_sparse.lightning.PlasticityMonitorCallback",
+    "init_args": {
+        "metrics": ["dormant_ratio", "srank", "grad_norm", "fisher_trace"],
+        "networks": ["actor", "critic"],
+        "every_n_frames": 200,
+        "batch_size": 64,
+    },
+}
+
 
 def tiny_recipe(
     path: Path, callbacks: list[dict], name: str = "tiny", **model_args: float | str
@@ -121,8 +131,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
             "class_path": "tests.lightning.signals.SignalAtFrames",
             "init_args": {"frames": 400, "signum": int(signal.SIGTERM)},
         }
-        recipe = tiny_recipe(root / "tiny.yaml", [SPARSITY])
-        interrupted = tiny_recipe(root / "interrupted.yaml", [SPARSITY, signal_at_400])
+        recipe = tiny_recipe(root / "tiny.yaml", [SPARSITY, MONITOR])
+        interrupted = tiny_recipe(root / "interrupted.yaml", [SPARSITY, MONITOR, signal_at_400])
         killed = run_cli("fit", "--config", str(interrupted), cwd=root)
         log_dir = root / "runs" / "tiny" / "seed0"
         checkpoint = log_dir / "checkpoints" / "last.ckpt"
@@ -170,6 +180,13 @@ def test_tiny_fit_logs_against_frames(runs: Runs) -> None:
         assert steps[f"charts/eval/success/{task}"] == [200, 400]
         assert all(0 <= v <= 1 for _, v in scalars[f"charts/eval/success/{task}"])
     assert steps["charts/eval/success_mean"] == [200, 400]
+    # Plasticity of the actor and of the first online Q-network, under the sparsity masks.
+    for network in ("actor", "critic"):
+        for metric in ("dormant_ratio", "srank", "grad_norm"):
+            assert steps[f"plasticity/{network}/{metric}"] == [200, 400], (network, metric)
+        assert all(v > 0 for _, v in scalars[f"plasticity/{network}/grad_norm"])
+    assert "plasticity/actor/fisher_trace" in steps
+    assert "plasticity/critic/fisher_trace" not in steps
     # The per-task temperatures move apart (each is trained on its own task's samples).
     final_alphas = {scalars[f"charts/alpha/{task}"][-1][1] for task in TASKS}
     assert len(final_alphas) > 1

@@ -1,7 +1,8 @@
 """What the multi-task RL LightningModules share: frames, logging, guards, DDP, checkpoints.
 
 :class:`MultiTaskRLModule` is the contract the callbacks rely on (``loss_module``, ``frames``,
-``frames_per_update``, ``log_frames``, ``networks()``, ``feature_modules()``). The algorithms
+``frames_per_update``, ``log_frames``, ``networks()``, ``monitored_networks()``,
+``feature_modules()``). The algorithms
 themselves stay whole in their own modules (:mod:`.ppo`, :mod:`.sac`).
 """
 
@@ -57,13 +58,17 @@ class MultiTaskRLModule(pl.LightningModule):
 
     @abstractmethod
     def networks(self) -> dict[str, tuple[torch.nn.Module, int]]:
-        """The networks plasticity tools act on, with the index of their optimizer."""
+        """The networks interventions act on, with the index of their optimizer."""
+
+    def monitored_networks(self) -> dict[str, torch.nn.Module]:
+        """The networks plasticity metrics are computed for (by default :meth:`networks`)."""
+        return {name: module for name, (module, _) in self.networks().items()}
 
     def feature_modules(self) -> dict[str, str]:
-        """Submodule holding each network's shared representation (the encoder's output)."""
+        """Submodule holding each monitored network's shared representation (encoder output)."""
         return {
             name: next(n for n, _ in module.named_modules() if n.endswith("encoder"))
-            for name, (module, _) in self.networks().items()
+            for name, module in self.monitored_networks().items()
         }
 
     def log_frames(self, scalars: dict[str, float]) -> None:

@@ -1,8 +1,10 @@
 """Lightning callbacks for plasticity: the metric monitor and the interventions.
 
 They build the objects of :mod:`torchrl_sparse.plasticity` on the LightningModule's networks,
-which the module names through ``networks()`` (``{"actor": (module, optimizer index), ...}``)
-and ``feature_modules()`` (``{"actor": "<submodule with the shared representation>"}``).
+which the module names through ``networks()`` (``{"actor": (module, optimizer index), ...}``,
+for interventions), ``monitored_networks()`` (``{"actor": module, ...}``, for metrics; SAC adds
+its first online Q-network as a :class:`~torchrl_sparse.objectives.StackedNetworkView`) and
+``feature_modules()`` (``{"actor": "<submodule with the shared representation>"}``).
 When a :class:`~torchrl_sparse.lightning.SparsityCallback` runs too, its masks are used:
 dormant units are counted among units that still have incoming connections, and ReDo never
 revives a pruned connection. Cadences count environment frames; every callback keeps its
@@ -19,6 +21,7 @@ from torch import nn
 
 from torchrl_sparse.lightning.callbacks import SparsityCallback
 from torchrl_sparse.lightning.distributed import broadcast_parameters
+from torchrl_sparse.objectives import StackedNetworkView
 from torchrl_sparse.plasticity import (
     ALL_METRICS,
     ObservationReservoir,
@@ -31,12 +34,15 @@ from torchrl_sparse.plasticity import (
 __all__ = ["PlasticityMonitorCallback", "ReDoCallback", "ResetCallback", "ShrinkAndPerturbCallback"]
 
 
-def _networks(pl_module: pl.LightningModule, names: list[str]) -> dict[str, tuple[nn.Module, int]]:
-    available = pl_module.networks()
+def _select(available: dict[str, Any], names: list[str], what: str) -> dict[str, Any]:
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ValueError(f"Unknown networks {unknown}; allowed: {list(available)}.")
+        raise ValueError(f"Unknown networks {unknown} {what}; allowed: {list(available)}.")
     return {n: available[n] for n in names}
+
+
+def _networks(pl_module: pl.LightningModule, names: list[str]) -> dict[str, tuple[nn.Module, int]]:
+    return _select(pl_module.networks(), names, "for interventions")
 
 
 def _mask_provider(trainer: pl.Trainer) -> Any:
@@ -86,6 +92,7 @@ class PlasticityMonitorCallback(pl.Callback):
         self.batch_size = batch_size
         self.reservoir_size = reservoir_size
         self.monitor: PlasticityMonitor | None = None
+        self._views: list[StackedNetworkView] = []
         self._pending: dict[str, Any] | None = None
 
     @property
@@ -95,21 +102,30 @@ class PlasticityMonitorCallback(pl.Callback):
         )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        networks = _networks(pl_module, self.network_names)
+        networks = _select(pl_module.monitored_networks(), self.network_names, "to monitor")
         features = {k: v for k, v in pl_module.feature_modules().items() if k in networks}
         provider = _mask_provider(trainer)
+        masks = None
+        if provider is not None:
+            masks = {
+                name: module.masks_from(provider)
+                if isinstance(module, StackedNetworkView)
+                else provider
+                for name, module in networks.items()
+            }
+        self._views = [m for m in networks.values() if isinstance(m, StackedNetworkView)]
         self.reservoir = ObservationReservoir(
             in_keys=list(pl_module.observation_keys), capacity=self.reservoir_size
         )
         self.monitor = PlasticityMonitor(
-            {name: module for name, (module, _) in networks.items()},
+            networks,
             self.metrics,
             tau=self.tau,
             delta=self.delta,
             every=self.every_n_frames,
             batch_size=self.batch_size,
             features=features,
-            masks={name: provider for name in networks} if provider is not None else None,
+            masks=masks,
             task_key="task_id",
             reservoir=self.reservoir,
         )
@@ -127,6 +143,8 @@ class PlasticityMonitorCallback(pl.Callback):
     ) -> None:
         assert self.monitor is not None
         self.reservoir.record(batch.reshape(-1))
+        for view in self._views:
+            view.refresh_gradients()
         metrics = self.monitor.step(pl_module.frames_per_update)
         if metrics is not None:
             pl_module.log_frames({key: float(value) for key, value in metrics.items()})

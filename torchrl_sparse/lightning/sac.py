@@ -48,6 +48,7 @@ from torchrl_sparse.lightning.base import MultiTaskRLModule
 from torchrl_sparse.lightning.loader import CollectorLoader
 from torchrl_sparse.modules import SAC_ARCHITECTURES, make_sac_actor, make_sac_qvalue
 from torchrl_sparse.objectives.multitask_sac import MultiTaskSACLoss
+from torchrl_sparse.objectives.stacked_view import StackedNetworkView
 
 __all__ = ["MultiTaskSAC", "TaskStratifiedSampler"]
 
@@ -331,6 +332,8 @@ class MultiTaskSAC(MultiTaskRLModule):
         )
         self.observation_keys = ("observation", "task_id")
         self._eval_env: EnvBase | None = None
+        # Built on demand, and kept out of the module tree (and of its state_dict).
+        self.__dict__["_critic_view"] = None
 
     # ------------------------------------------------------------------ data and optimizers
     def setup(self, stage: str) -> None:
@@ -374,12 +377,25 @@ class MultiTaskSAC(MultiTaskRLModule):
         ]
 
     def networks(self) -> dict[str, tuple[torch.nn.Module, int]]:
-        """The networks plasticity tools act on, with the index of their optimizer.
+        """The networks interventions act on, with the index of their optimizer.
 
         Only the actor: the twin critics live stacked inside the loss (``qvalue_network.*``),
-        where the sparsifier reaches them but per-network plasticity tools do not.
+        where the sparsifier reaches them but ReDo/Reset (which reset per-parameter optimizer
+        state) do not.
         """
         return {"actor": (self.actor, 0)}
+
+    def monitored_networks(self) -> dict[str, torch.nn.Module]:
+        """The actor and the first online Q-network (``"critic"``), scored on actions a ~ pi.
+
+        The critic is a :class:`~torchrl_sparse.objectives.StackedNetworkView` of the loss's
+        stacked Q-parameters: metrics see the live weights, masks and gradients of copy 0.
+        """
+        if self._critic_view is None:
+            self.__dict__["_critic_view"] = StackedNetworkView(
+                self.loss_module, "qvalue_network", 0, action_source=self.actor
+            )
+        return {"actor": self.actor, "critic": self._critic_view}
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
