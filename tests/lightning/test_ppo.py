@@ -52,6 +52,13 @@ def test_tiny_fit_logs_against_frames(tiny_ppo, tmp_path: Path) -> None:
     assert (log_dir / "summary.png").stat().st_size > 10_000
     assert (log_dir / "checkpoints" / "last.ckpt").exists()
     assert "Summary figure:" in result.stdout
+    # Running the same recipe again without --ckpt_path would overwrite the run: refused.
+    checkpoint = (log_dir / "checkpoints" / "last.ckpt").read_bytes()
+    again = run_cli("fit", "--config", str(tiny_ppo()), cwd=tmp_path)
+    assert again.returncode != 0
+    assert "holds the checkpoint of an earlier run" in again.stderr
+    assert "--ckpt_path last" in again.stderr
+    assert (log_dir / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
 
 
 def _final_state(checkpoint: Path) -> dict:

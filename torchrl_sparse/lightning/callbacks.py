@@ -130,6 +130,9 @@ class SparsityCallback(pl.Callback):
 class FrameCheckpoint(ModelCheckpoint):
     """Write ``last.ckpt`` every ``every_n_frames`` frames, at the end, and on SIGTERM/SIGINT.
 
+    A fresh run (no ``ckpt_path``) refuses to start where a ``last.ckpt`` already exists, rather
+    than overwrite an earlier run's checkpoint.
+
     A ``ModelCheckpoint`` subclass so ``fit --ckpt_path last`` finds ``dirpath/last.ckpt``.
     Lightning writes through an fsspec transaction (a temporary file moved into place), so an
     interrupted write never leaves a truncated checkpoint. On SIGTERM or SIGINT, the run
@@ -153,6 +156,15 @@ class FrameCheckpoint(ModelCheckpoint):
         self._last_saved = 0
         self._interrupted = False
         self._previous_handlers: dict[int, Any] = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last = self._last_path()
+        if trainer.ckpt_path is None and last.exists():
+            raise FileExistsError(
+                f"{last} holds the checkpoint of an earlier run, which this run would overwrite. "
+                "Resume it with `fit --ckpt_path last` (Trainer.fit(ckpt_path='last')), or move "
+                f"{last.parent.parent} away to start over."
+            )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_saved = pl_module.frames
@@ -181,10 +193,13 @@ class FrameCheckpoint(ModelCheckpoint):
             signal.signal(signum, handler)
         self._previous_handlers.clear()
 
+    def _last_path(self) -> Path:
+        assert self.dirpath is not None
+        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
     def write_last(self, trainer: pl.Trainer) -> Path:
         """Write ``dirpath/last.ckpt`` now."""
-        assert self.dirpath is not None
-        path = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        path = self._last_path()
         trainer.save_checkpoint(path)
         self.last_model_path = str(path)
         return path
