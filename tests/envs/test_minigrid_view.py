@@ -13,8 +13,10 @@ from minigrid.minigrid_env import MiniGridEnv
 
 from torchrl_sparse.envs import (
     MiniGridMultiTaskEnv,
+    check_fast_observations,
     egocentric_obs,
     minigrid_task_ids,
+    minigrid_view,
     use_fast_observations,
 )
 
@@ -108,3 +110,18 @@ def test_simulator_state_crosses_observation_paths() -> None:
     slow.load_simulator_state(state)
     assert all("gen_obs" not in env.__dict__ for env in slow._active)
     torch.testing.assert_close(slow.step(td.clone())["next", "observation"], expected)
+
+
+def test_a_disagreeing_view_stops_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = gym.make("MiniGrid-LavaGapS7-v0").unwrapped
+    env.reset(seed=0)
+    check_fast_observations(env)  # agrees
+    blank = {"image": np.zeros((7, 7, 3), dtype=np.uint8), "direction": 0, "mission": ""}
+    monkeypatch.setattr(minigrid_view, "egocentric_obs", lambda env: blank)
+    with pytest.raises(RuntimeError, match="fast_observations=False"):
+        check_fast_observations(env)
+    # The suite checks every sub-environment on its first reset ...
+    with pytest.raises(RuntimeError, match="differs from MiniGrid's gen_obs on LavaGapEnv"):
+        MiniGridMultiTaskEnv("MT3", seed=0).reset()
+    # ... unless it uses MiniGrid's own observations.
+    MiniGridMultiTaskEnv("MT3", seed=0, fast_observations=False).reset()

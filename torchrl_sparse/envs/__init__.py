@@ -12,7 +12,11 @@ from torchrl_sparse.envs.minigrid import (
     make_minigrid_env,
     minigrid_task_ids,
 )
-from torchrl_sparse.envs.minigrid_view import egocentric_obs, use_fast_observations
+from torchrl_sparse.envs.minigrid_view import (
+    check_fast_observations,
+    egocentric_obs,
+    use_fast_observations,
+)
 from torchrl_sparse.envs.stats import per_task_mean
 
 __all__ = [
@@ -21,6 +25,7 @@ __all__ = [
     "MINIGRID_SUITES",
     "MetaWorldMultiTaskEnv",
     "MiniGridMultiTaskEnv",
+    "check_fast_observations",
     "egocentric_obs",
     "make_metaworld_env",
     "make_minigrid_env",

@@ -19,7 +19,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import Compose, EnvBase, TransformedEnv
 
-from torchrl_sparse.envs.minigrid_view import use_fast_observations
+from torchrl_sparse.envs.minigrid_view import check_fast_observations, use_fast_observations
 from torchrl_sparse.transforms import MiniGridObservation, TaskOneHot
 
 __all__ = [
@@ -223,16 +223,18 @@ class MiniGridMultiTaskEnv(EnvBase):
                 (slot, task) for slot in range(self.batch_size[0]) for task in range(self.num_tasks)
             }
 
-    def _get_env(self, slot: int, task: int) -> tuple[gym.Env, int | None]:
+    def _get_env(self, slot: int, task: int) -> tuple[gym.Env, int | None, bool]:
+        """The (slot, task) env, its pending seed, and whether it was just created."""
         envs = self._envs[slot]
-        if task not in envs:
+        created = task not in envs
+        if created:
             env = gym.make(self.task_ids_gym[task]).unwrapped
             envs[task] = use_fast_observations(env) if self.fast_observations else env
         seed = None
         if (slot, task) in self._pending_seed:
             self._pending_seed.discard((slot, task))
             seed = int(np.random.SeedSequence([self._seed, slot, task]).generate_state(1)[0])
-        return envs[task], seed
+        return envs[task], seed, created
 
     def _state_td(
         self,
@@ -272,8 +274,10 @@ class MiniGridMultiTaskEnv(EnvBase):
         for slot in slots:
             if self.task_sampling == "random":
                 self._task[slot] = self._rng.integers(self.num_tasks)
-            env, seed = self._get_env(slot, int(self._task[slot]))
+            env, seed, created = self._get_env(slot, int(self._task[slot]))
             obs, _ = env.reset(seed=seed)
+            if created and self.fast_observations:
+                check_fast_observations(env)
             self._active[slot] = env
             self._obs[slot] = obs["image"]
             self._ep_return[slot] = 0.0

@@ -15,11 +15,12 @@ import operator
 from itertools import chain
 from typing import Any
 
+import minigrid
 import numpy as np
 from minigrid.core.world_object import Wall
 from minigrid.minigrid_env import MiniGridEnv
 
-__all__ = ["egocentric_obs", "use_fast_observations"]
+__all__ = ["check_fast_observations", "egocentric_obs", "use_fast_observations"]
 
 # Cells outside the grid are walls (MiniGrid's ``Grid.slice``); one shared instance suffices
 # because it is only read (see_behind, encode).
@@ -126,6 +127,23 @@ def egocentric_obs(env: MiniGridEnv) -> dict[str, Any]:
         "direction": env.agent_dir,
         "mission": env.mission,
     }
+
+
+def check_fast_observations(env: MiniGridEnv) -> None:
+    """Raise if :func:`egocentric_obs` disagrees with MiniGrid's own ``gen_obs`` on ``env`` now.
+
+    A guard against MiniGrid versions whose internals differ from the ones this was written
+    for; the suite calls it after the first reset of every sub-environment.
+
+    Raises:
+        RuntimeError: naming the environment, if the two observations differ.
+    """
+    expected = MiniGridEnv.gen_obs(env)["image"]
+    if not np.array_equal(egocentric_obs(env)["image"], expected):
+        raise RuntimeError(
+            f"egocentric_obs differs from MiniGrid's gen_obs on {type(env).__name__} (minigrid "
+            f"{minigrid.__version__}); build the suite with fast_observations=False."
+        )
 
 
 def use_fast_observations(env: MiniGridEnv) -> MiniGridEnv:
