@@ -7,8 +7,8 @@ Measures, on CPU:
 2. the Fisher trace with the default ghost-norm method (per-sample gradient norms from one
    batched backward) against ``torch.func`` (vmap over grad) and a per-sample Python loop;
 3. the monitor's overhead at the papers' cadence (every 10,000 environment steps) relative to
-   PPO training time for those 10,000 steps (MiniGrid MT3 collection + 8 PPO epochs per 2,000
-   steps, minibatch 256 per task).
+   the training time of those 10,000 steps with :class:`~torchrl_sparse.lightning.MultiTaskPPO`
+   (MT3, MOORE, the papers' PPO settings, evaluation off).
 
 The machine may be shared: methods are timed interleaved in one process (median of the
 rounds) and the load average is printed; the speed-up ratios are the robust numbers.
@@ -24,21 +24,16 @@ import statistics
 import time
 from collections.abc import Callable
 
+import lightning.pytorch as pl
 import torch
 from tensordict import TensorDict
-from torchrl.collectors import Collector
-from torchrl.objectives import ClipPPOLoss
-from torchrl.objectives.value import GAE
 
-from torchrl_sparse.envs import make_minigrid_env
+from torchrl_sparse.lightning import MultiTaskPPO
 from torchrl_sparse.modules import make_ppo_actor, make_ppo_critic
 from torchrl_sparse.plasticity import ObservationReservoir, PlasticityMonitor, fisher_trace
 
 BATCH = 1_024
 CADENCE = 10_000
-FRAMES_PER_EPOCH = 2_000
-PPO_EPOCHS = 8
-MINIBATCH = 256 * 3
 
 
 def _timeit(fn: Callable[[], object], repeats: int) -> float:
@@ -77,33 +72,32 @@ def _states(n: int) -> TensorDict:
     )
 
 
-def _train_time_per_cadence(actor: torch.nn.Module, critic: torch.nn.Module) -> float:
-    """Seconds of PPO training (collection + updates) per CADENCE environment steps."""
-    env = make_minigrid_env("MT3", seed=0)
-    collector = Collector(
-        env, actor, frames_per_batch=FRAMES_PER_EPOCH, total_frames=2 * FRAMES_PER_EPOCH
+class _RecordSPS(pl.Callback):
+    def __init__(self) -> None:
+        self.sps: list[float] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: MultiTaskPPO, *args) -> None:
+        self.sps.append(pl_module.latest["charts/sps"])
+
+
+def _train_time_per_cadence(batches: int = 6) -> float:
+    """Seconds of MultiTaskPPO training (MT3, MOORE, the papers' settings) per CADENCE frames.
+
+    The real LightningModule with evaluation off: collection plus 8 epochs of updates per
+    2,000 frames, the median over batches after two warm-up batches.
+    """
+    module = MultiTaskPPO("MT3", arch="moore", total_frames=batches * 2_000, eval_every_frames=0)
+    record = _RecordSPS()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
     )
-    loss = ClipPPOLoss(actor, critic, entropy_coeff=0.01)
-    gae = GAE(gamma=0.99, lmbda=0.95, value_network=critic)
-    optim = torch.optim.Adam(loss.parameters(), lr=1e-3)
-    times = []
-    start = time.perf_counter()
-    for data in collector:
-        with torch.no_grad():
-            gae(data)
-        flat = data.reshape(-1)
-        for _ in range(PPO_EPOCHS):
-            for idx in torch.randperm(flat.numel()).split(MINIBATCH):
-                out = loss(flat[idx])
-                total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
-                optim.zero_grad()
-                total.backward()
-                optim.step()
-        times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-    collector.shutdown()
-    # the first epoch includes env construction and warm-up
-    return times[-1] * CADENCE / FRAMES_PER_EPOCH
+    trainer.fit(module)
+    return CADENCE / statistics.median(record.sps[2:])
 
 
 def main() -> None:
@@ -181,11 +175,11 @@ def main() -> None:
     )
     t_mon = _timeit_interleaved({"all": monitor.compute, "cheap": cheap.compute}, args.repeats)
     t_monitor, t_cheap = t_mon["all"], t_mon["cheap"]
-    t_train = _train_time_per_cadence(actor, critic)
+    t_train = _train_time_per_cadence()
     print(f"\n[3] monitor (actor + critic, reservoir sample, all metrics) ({_load()}):")
     print(f"    {t_monitor:.3f} s")
     print(f"    without the Fisher trace: {t_cheap:.3f} s")
-    print(f"    PPO training per {CADENCE} env steps (MiniGrid MT3 collection + updates): ")
+    print(f"    MultiTaskPPO training (MT3, MOORE) per {CADENCE} env steps: ")
     print(f"    {t_train:.1f} s -> overhead {100 * t_monitor / t_train:.2f}% (target <= 2%),")
     print(f"    {100 * t_cheap / t_train:.2f}% without the Fisher trace ({_load()})")
 
