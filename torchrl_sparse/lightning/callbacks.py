@@ -200,7 +200,7 @@ class FrameCheckpoint(ModelCheckpoint):
     def write_last(self, trainer: pl.Trainer) -> Path:
         """Write ``dirpath/last.ckpt`` now."""
         path = self._last_path()
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # full state, to resume
         self.last_model_path = str(path)
         return path
 
