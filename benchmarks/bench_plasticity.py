@@ -24,11 +24,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-import lightning.pytorch as pl
 import torch
+from bench_ppo_throughput import training_fps  # this folder is on sys.path when run as a script
 from tensordict import TensorDict
 
-from torchrl_sparse.lightning import MultiTaskPPO
+from torchrl_sparse.lightning.ppo import DEFAULT_ENVS_PER_TASK
 from torchrl_sparse.modules import make_ppo_actor, make_ppo_critic
 from torchrl_sparse.plasticity import ObservationReservoir, PlasticityMonitor, fisher_trace
 
@@ -72,32 +72,14 @@ def _states(n: int) -> TensorDict:
     )
 
 
-class _RecordSPS(pl.Callback):
-    def __init__(self) -> None:
-        self.sps: list[float] = []
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: MultiTaskPPO, *args) -> None:
-        self.sps.append(pl_module.latest["charts/sps"])
-
-
 def _train_time_per_cadence(batches: int = 6) -> float:
     """Seconds of MultiTaskPPO training (MT3, MOORE, the papers' settings) per CADENCE frames.
 
-    The real LightningModule with evaluation off: collection plus 8 epochs of updates per
-    2,000 frames, the median over batches after two warm-up batches.
+    The real LightningModule with evaluation off, timed by ``bench_ppo_throughput``: collection
+    plus 8 epochs of updates per 2,000 frames, the median over batches after warm-up.
     """
-    module = MultiTaskPPO("MT3", arch="moore", total_frames=batches * 2_000, eval_every_frames=0)
-    record = _RecordSPS()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[record],
-    )
-    trainer.fit(module)
-    return CADENCE / statistics.median(record.sps[2:])
+    _, fps = training_fps("moore", False, batches, DEFAULT_ENVS_PER_TASK)
+    return CADENCE / fps
 
 
 def main() -> None:
