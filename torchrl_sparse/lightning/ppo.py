@@ -206,10 +206,16 @@ class MultiTaskPPO(MultiTaskRLModule):
             self.advantage(batch)
         data = batch.reshape(-1)
         data.set("advantage", self._normalise_per_task(data["advantage"], data["task_id"]))
+        # Minibatches copy only what the actor loss reads (not "next", episode statistics, ...).
+        keys = self.loss_module.tensor_keys
+        policy_data = data.select(
+            *self.actor.in_keys, keys.action, keys.sample_log_prob, keys.advantage
+        )
+        critic_data = data.select(*self.critic.in_keys, "value_target")
 
         losses: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.hparams.policy_epochs):
-            for minibatch in self._stratified_minibatches(data):
+            for minibatch in self._stratified_minibatches(policy_data):
                 if self._pcgrad is not None:
                     with self.non_finite_guard("the actor loss"), self.no_sync():
                         loss_td = self._pcgrad.step(minibatch)
@@ -232,7 +238,7 @@ class MultiTaskPPO(MultiTaskRLModule):
                 ):
                     if key in loss_td:
                         losses.setdefault(key, []).append(loss_td[key].detach())
-            for critic_batch in self._critic_batches(data):
+            for critic_batch in self._critic_batches(critic_data):
                 value = self.critic(critic_batch.select(*self.critic.in_keys))["state_value"]
                 critic_loss = F.mse_loss(value, critic_batch["value_target"])
                 self.check_finite({"loss_critic": critic_loss})
