@@ -17,6 +17,7 @@ from typing import Any
 
 import minigrid
 import numpy as np
+from minigrid.core.grid import Grid
 from minigrid.core.world_object import Wall
 from minigrid.minigrid_env import MiniGridEnv
 
@@ -33,17 +34,16 @@ _UNSEEN_CODE = (0, 0, 0)
 def _view_to_slice(size: int, agent_dir: int) -> tuple[tuple[int, int], ...]:
     """Slice coordinates ``(i, j)`` of every view cell, flat in row-major view order.
 
-    Obtained by applying MiniGrid's ``Grid.rotate_left`` (``agent_dir + 1`` times) to a grid
-    of coordinates, so the mapping is MiniGrid's by construction.
+    MiniGrid's own ``Grid.rotate_left``, applied ``agent_dir + 1`` times as in ``gen_obs_grid``
+    to a grid holding each cell's coordinates, gives the mapping.
     """
-    cells = [[(i, j) for i in range(size)] for j in range(size)]  # cells[j][i]
-    for _ in range(agent_dir + 1):
-        rotated = [[(0, 0)] * size for _ in range(size)]
+    grid = Grid(size, size)
+    for j in range(size):
         for i in range(size):
-            for j in range(size):
-                rotated[size - 1 - i][j] = cells[j][i]
-        cells = rotated
-    return tuple(cells[j][i] for j in range(size) for i in range(size))
+            grid.set(i, j, (i, j))  # type: ignore[arg-type]  # any value rotates alike
+    for _ in range(agent_dir + 1):
+        grid = grid.rotate_left()
+    return tuple(grid.grid)
 
 
 @functools.lru_cache(maxsize=1 << 16)
