@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from torchrl_sparse.lightning.cli import main
 from torchrl_sparse.lightning.figures import read_scalars
@@ -35,6 +36,29 @@ def test_every_recipe_parses(recipe: str, monkeypatch: pytest.MonkeyPatch) -> No
         main(["fit", "--config", recipe, "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "class_path: torchrl_sparse.lightning.MultiTask" in output.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "seed"),
+    [
+        ([], 0),
+        (["--model.init_args.seed", "3"], 3),
+        (["--model.seed=4"], 4),
+        # A later config sets the seed again (to the recipe's 0), as LightningCLI applies it.
+        (["--model.seed", "5", "--config", "recipes/quickstart.yaml"], 0),
+    ],
+)
+def test_run_directory_follows_the_seed(
+    overrides: list[str], seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), pytest.raises(SystemExit):
+        main(["fit", "--config", "recipes/quickstart.yaml", *overrides, "--print_config"])
+    config = yaml.safe_load(output.getvalue())
+    assert config["model"]["init_args"]["seed"] == seed
+    logger = config["trainer"]["logger"]["init_args"]
+    assert (logger["name"], logger["version"]) == ("quickstart", f"seed{seed}")
 
 
 def test_tiny_fit_logs_against_frames(tiny_ppo, tmp_path: Path) -> None:

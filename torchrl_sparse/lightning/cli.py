@@ -63,11 +63,37 @@ def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     return _merge(merged, config)
 
 
-def _with_run_logger(path: str | Path) -> dict[str, Any]:
+_SEED_FLAGS = ("--model.init_args.seed", "--model.seed")
+
+
+def _recipe_seed(recipe: dict[str, Any]) -> int | None:
+    return ((recipe.get("model") or {}).get("init_args") or {}).get("seed")
+
+
+def _command_line_seed(argv: list[str]) -> int | None:
+    """The model seed the command line ends with: a later flag overrides an earlier config."""
+    seed = None
+    index = 0
+    while index < len(argv):
+        flag, has_value, value = argv[index].partition("=")
+        if not has_value and flag in ("--config", *_SEED_FLAGS) and index + 1 < len(argv):
+            index += 1
+            value = argv[index]
+        if flag == "--config" and Path(value).is_file():
+            recipe_seed = _recipe_seed(load_recipe(value))
+            seed = seed if recipe_seed is None else recipe_seed
+        elif flag in _SEED_FLAGS:
+            seed = int(value)
+        index += 1
+    return seed
+
+
+def _with_run_logger(path: str | Path, seed: int | None = None) -> dict[str, Any]:
     """The recipe, with a TensorBoard logger named after it unless it sets one.
 
     ``recipes/minigrid/mt3/moore/gmp.yaml`` logs to ``runs/minigrid/mt3/moore/gmp/seed<seed>``:
     a fixed directory per condition and seed, so ``--ckpt_path last`` finds the run again.
+    ``seed`` (the command line's, e.g. ``--model.init_args.seed 3``) overrides the recipe's.
     """
     recipe = load_recipe(path)
     trainer = recipe.setdefault("trainer", {}) or {}
@@ -78,7 +104,8 @@ def _with_run_logger(path: str | Path) -> dict[str, Any]:
         name = (
             "/".join(parts[parts.index("recipes") + 1 :]) if "recipes" in parts else resolved.stem
         )
-        seed = recipe.get("model", {}).get("init_args", {}).get("seed", 0)
+        if seed is None:
+            seed = _recipe_seed(recipe) or 0
         trainer["logger"] = {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": "runs", "name": name, "version": f"seed{seed}"},
@@ -88,6 +115,7 @@ def _with_run_logger(path: str | Path) -> dict[str, Any]:
 
 def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
     """Replace every ``--config FILE`` that uses ``extends`` by a merged copy."""
+    seed = _command_line_seed(argv)
     expanded: list[str] = []
     index = 0
     while index < len(argv):
@@ -99,7 +127,7 @@ def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
             value = arg.split("=", 1)[1]
         if value is not None and Path(value).is_file():
             merged = workdir / f"{len(expanded)}_{Path(value).stem}.yaml"
-            merged.write_text(yaml.safe_dump(_with_run_logger(value), sort_keys=False))
+            merged.write_text(yaml.safe_dump(_with_run_logger(value, seed), sort_keys=False))
             expanded += ["--config", str(merged)]
         elif value is not None:
             expanded += ["--config", value]
