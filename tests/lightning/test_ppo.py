@@ -5,10 +5,12 @@ import io
 import signal
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
 
+from torchrl_sparse.lightning import FrameCheckpoint, MultiTaskPPO
 from torchrl_sparse.lightning.cli import main
 from torchrl_sparse.lightning.figures import read_scalars
 
@@ -77,12 +79,12 @@ def test_tiny_fit_logs_against_frames(tiny_ppo, tmp_path: Path) -> None:
     assert (log_dir / "checkpoints" / "last.ckpt").exists()
     assert "Summary figure:" in result.stdout
     # Running the same recipe again without --ckpt_path would overwrite the run: refused.
-    checkpoint = (log_dir / "checkpoints" / "last.ckpt").read_bytes()
-    again = run_cli("fit", "--config", str(tiny_ppo()), cwd=tmp_path)
+    earlier = {p: p.read_bytes() for p in log_dir.rglob("*") if p.is_file()}
+    again = run_cli("fit", "--config", str(tiny_ppo(total_frames=600)), cwd=tmp_path)
     assert again.returncode != 0
     assert "holds the checkpoint of an earlier run" in again.stderr
     assert "--ckpt_path last" in again.stderr
-    assert (log_dir / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
+    assert {p: p.read_bytes() for p in log_dir.rglob("*") if p.is_file()} == earlier
 
 
 def _final_state(checkpoint: Path) -> dict:
@@ -214,3 +216,17 @@ def test_ddp_two_ranks_hold_identical_masks_and_parameters(tiny_ppo, tmp_path: P
     )
     for name, value in rank0["params"].items():
         assert torch.equal(value, rank1["params"][name]), name
+
+
+def test_trainer_fit_refuses_to_overwrite_an_earlier_run(tmp_path: Path) -> None:
+    (tmp_path / "last.ckpt").write_bytes(b"an earlier run")
+    module = MultiTaskPPO("MT3", envs_per_task=1, total_frames=300, eval_every_frames=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[FrameCheckpoint(tmp_path)],
+    )
+    with pytest.raises(FileExistsError, match=r"last\.ckpt holds the checkpoint of an earlier run"):
+        trainer.fit(module)
+    assert (tmp_path / "last.ckpt").read_bytes() == b"an earlier run"

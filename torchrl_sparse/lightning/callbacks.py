@@ -157,14 +157,41 @@ class FrameCheckpoint(ModelCheckpoint):
         self._interrupted = False
         self._previous_handlers: dict[int, Any] = {}
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        last = self._last_path()
-        if trainer.ckpt_path is None and last.exists():
+    def earlier_run(self, trainer: pl.Trainer) -> Path | None:
+        """The ``last.ckpt`` a fresh fit would overwrite, or ``None``.
+
+        Before the trainer's setup the directory is resolved as ``ModelCheckpoint`` resolves it:
+        ``dirpath``, else ``<save_dir>/<name>/<version>/checkpoints`` of the first logger, else
+        ``<default_root_dir>/checkpoints``.
+        """
+        if self.dirpath is not None:
+            directory = Path(self.dirpath)
+        elif trainer.loggers:
+            logger = trainer.loggers[0]
+            version = logger.version
+            version = version if isinstance(version, str) else f"version_{version}"
+            root = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+            directory = Path(root) / str(logger.name) / version / "checkpoints"
+        else:
+            directory = Path(trainer.default_root_dir) / "checkpoints"
+        last = directory / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        return last if last.exists() else None
+
+    @staticmethod
+    def refuse_to_overwrite(last: Path | None) -> None:
+        """Raise a ``FileExistsError`` naming ``last`` and the ways out, unless it is ``None``."""
+        if last is not None:
             raise FileExistsError(
                 f"{last} holds the checkpoint of an earlier run, which this run would overwrite. "
                 "Resume it with `fit --ckpt_path last` (Trainer.fit(ckpt_path='last')), or move "
                 f"{last.parent.parent} away to start over."
             )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The CLI checks before setup (which writes config.yaml); this covers Trainer.fit users.
+        # Rank 0 decides, so ranks on unshared filesystems cannot split between raise and hang.
+        if trainer.ckpt_path is None:
+            self.refuse_to_overwrite(trainer.strategy.broadcast(self.earlier_run(trainer)))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_saved = pl_module.frames

@@ -24,6 +24,8 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from torchrl_sparse.lightning.callbacks import FrameCheckpoint
+
 __all__ = ["load_recipe", "main", "run"]
 
 
@@ -161,8 +163,17 @@ def run(args: list[str] | None = None) -> LightningCLI:
             sys.exit(128 + signal.SIGTERM)
 
 
+class _CLI(LightningCLI):
+    def before_fit(self) -> None:
+        # Refuse to overwrite an earlier run before the trainer's setup rewrites its config.yaml.
+        if self.config[self.subcommand].get("ckpt_path") is None:
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, FrameCheckpoint):
+                    callback.refuse_to_overwrite(callback.earlier_run(self.trainer))
+
+
 def _run(expanded: list[str], from_command_line: bool) -> LightningCLI:
-    return LightningCLI(
+    return _CLI(
         LightningModule,
         subclass_mode_model=True,
         args=None if from_command_line else expanded,
