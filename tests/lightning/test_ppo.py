@@ -48,6 +48,7 @@ def test_every_recipe_parses(recipe: str, monkeypatch: pytest.MonkeyPatch) -> No
         (["--model.seed=4"], 4),
         # A later config sets the seed again (to the recipe's 0), as LightningCLI applies it.
         (["--model.seed", "5", "--config", "recipes/quickstart.yaml"], 0),
+        (["--model.seed", "5", "-c", "recipes/quickstart.yaml"], 0),
     ],
 )
 def test_run_directory_follows_the_seed(
@@ -61,6 +62,15 @@ def test_run_directory_follows_the_seed(
     assert config["model"]["init_args"]["seed"] == seed
     logger = config["trainer"]["logger"]["init_args"]
     assert (logger["name"], logger["version"]) == ("quickstart", f"seed{seed}")
+
+
+def test_malformed_seed_gets_the_cli_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors), pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "recipes/quickstart.yaml", "--model.init_args.seed", "abc"])
+    assert exit_info.value.code != 0
+    assert "seed" in errors.getvalue() and "abc" in errors.getvalue()
 
 
 def test_tiny_fit_logs_against_frames(tiny_ppo, tmp_path: Path) -> None:

@@ -65,27 +65,35 @@ def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     return _merge(merged, config)
 
 
+_CONFIG_FLAGS = ("--config", "-c")
 _SEED_FLAGS = ("--model.init_args.seed", "--model.seed")
 
 
 def _recipe_seed(recipe: dict[str, Any]) -> int | None:
+    """The model seed a recipe sets, if any."""
     return ((recipe.get("model") or {}).get("init_args") or {}).get("seed")
 
 
 def _command_line_seed(argv: list[str]) -> int | None:
-    """The model seed the command line ends with: a later flag overrides an earlier config."""
+    """The model seed the command line ends with: a later flag overrides an earlier config.
+
+    A malformed seed gives ``None`` here; LightningCLI reports it with its usage message.
+    """
     seed = None
     index = 0
     while index < len(argv):
         flag, has_value, value = argv[index].partition("=")
-        if not has_value and flag in ("--config", *_SEED_FLAGS) and index + 1 < len(argv):
+        if not has_value and flag in (*_CONFIG_FLAGS, *_SEED_FLAGS) and index + 1 < len(argv):
             index += 1
             value = argv[index]
-        if flag == "--config" and Path(value).is_file():
+        if flag in _CONFIG_FLAGS and Path(value).is_file():
             recipe_seed = _recipe_seed(load_recipe(value))
             seed = seed if recipe_seed is None else recipe_seed
         elif flag in _SEED_FLAGS:
-            seed = int(value)
+            try:
+                seed = int(value)
+            except ValueError:
+                return None
         index += 1
     return seed
 
@@ -123,9 +131,9 @@ def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
     while index < len(argv):
         arg = argv[index]
         value: str | None = None
-        if arg == "--config" and index + 1 < len(argv):
+        if arg in _CONFIG_FLAGS and index + 1 < len(argv):
             value, index = argv[index + 1], index + 1
-        elif arg.startswith("--config="):
+        elif arg.startswith(tuple(f"{flag}=" for flag in _CONFIG_FLAGS)):
             value = arg.split("=", 1)[1]
         if value is not None and Path(value).is_file():
             merged = workdir / f"{len(expanded)}_{Path(value).stem}.yaml"

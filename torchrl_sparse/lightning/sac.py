@@ -332,8 +332,6 @@ class MultiTaskSAC(MultiTaskRLModule):
         )
         self.observation_keys = ("observation", "task_id")
         self._eval_env: EnvBase | None = None
-        # Built on demand, and kept out of the module tree (and of its state_dict).
-        self.__dict__["_critic_view"] = None
 
     # ------------------------------------------------------------------ data and optimizers
     def setup(self, stage: str) -> None:
@@ -391,11 +389,9 @@ class MultiTaskSAC(MultiTaskRLModule):
         The critic is a :class:`~torchrl_sparse.objectives.StackedNetworkView` of the loss's
         stacked Q-parameters: metrics see the live weights, masks and gradients of copy 0.
         """
-        if self._critic_view is None:
-            self.__dict__["_critic_view"] = StackedNetworkView(
-                self.loss_module, "qvalue_network", 0, action_source=self.actor
-            )
-        return {"actor": self.actor, "critic": self._critic_view}
+        # A fresh view per call: one built earlier may alias storage that a later .to() replaced.
+        critic = StackedNetworkView(self.loss_module, "qvalue_network", 0, action_source=self.actor)
+        return {"actor": self.actor, "critic": critic}
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:

@@ -30,7 +30,8 @@ class StackedNetworkView(TensorDictModuleBase):
     loss's stacked parameters: it reads the values the optimizer writes, without copying, and
     writes into them (an in-place change through the view changes the loss's network). The
     view's parameters do not require gradients; :meth:`refresh_gradients` points their
-    ``.grad`` at the matching slice of the stacked gradients.
+    ``.grad`` at the matching slice of the stacked gradients. The aliasing lasts as long as the
+    stacked storage: after the loss moves to another device or dtype, build a new view.
 
     When the network reads keys that the monitored batches lack (a Q-network's ``"action"``),
     ``action_source`` (the actor) writes them first, sampling from the policy. It is not a
@@ -99,6 +100,7 @@ class StackedNetworkView(TensorDictModuleBase):
         self.out_keys = list(self.network.out_keys)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Run the network copy, first sampling the inputs it lacks from ``action_source``."""
         source = self._action_source
         present = tensordict.keys(include_nested=True)
         if source is not None and any(k not in present for k in self.network.in_keys):
@@ -132,6 +134,7 @@ class _SlicedMasks:
         self.provider = provider
 
     def named_masks(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Slice ``index`` of the stacked masks, keyed by the view's parameter names."""
         stacked: Mapping[str, torch.Tensor] = self.provider.named_masks(self.view._loss_module)
         names = {id(p): name for name, p in self.view.named_parameters()}
         return {
