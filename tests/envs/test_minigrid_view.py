@@ -101,15 +101,30 @@ def test_suite_rollouts_do_not_depend_on_the_observation_path(task_sampling: str
     assert (rollouts[0] == rollouts[1]).all()
 
 
-def test_simulator_state_crosses_observation_paths() -> None:
-    fast = MiniGridMultiTaskEnv("MT3", seed=1)
-    td = fast.reset().set("action", torch.tensor([2, 2, 2]))
-    state = fast.simulator_state()
-    expected = fast.step(td.clone())["next", "observation"]
-    slow = MiniGridMultiTaskEnv("MT3", fast_observations=False)
-    slow.load_simulator_state(state)
-    assert all("gen_obs" not in env.__dict__ for env in slow._active)
-    torch.testing.assert_close(slow.step(td.clone())["next", "observation"], expected)
+@pytest.mark.parametrize("source_fast", [True, False])
+def test_simulator_state_crosses_observation_paths(source_fast: bool) -> None:
+    source = MiniGridMultiTaskEnv("MT3", seed=1, fast_observations=source_fast)
+    td = source.reset().set("action", torch.tensor([2, 2, 2]))
+    state = source.simulator_state()
+    # The snapshot holds plain MiniGrid environments, and the source keeps its setting.
+    assert b"egocentric_obs" not in state["envs"]
+    assert all(("gen_obs" in vars(env)) == source_fast for env in source._active)
+    expected = source.step(td.clone())["next", "observation"]
+    target = MiniGridMultiTaskEnv("MT3", fast_observations=not source_fast)
+    target.load_simulator_state(state)
+    assert all(("gen_obs" in vars(env)) == (not source_fast) for env in target._active)
+    torch.testing.assert_close(target.step(td.clone())["next", "observation"], expected)
+
+
+def test_environments_with_their_own_view_are_refused() -> None:
+    lava_gap = type(gym.make("MiniGrid-LavaGapS7-v0").unwrapped)
+
+    class WideLavaGap(lava_gap):
+        def gen_obs(self) -> dict:
+            return super().gen_obs()
+
+    with pytest.raises(ValueError, match=r"WideLavaGap overrides \['gen_obs'\]"):
+        use_fast_observations(WideLavaGap(size=7))
 
 
 def test_a_disagreeing_view_stops_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:

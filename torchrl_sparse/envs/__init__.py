@@ -16,6 +16,7 @@ from torchrl_sparse.envs.minigrid_view import (
     check_fast_observations,
     egocentric_obs,
     use_fast_observations,
+    without_fast_observations,
 )
 from torchrl_sparse.envs.stats import per_task_mean
 
@@ -32,4 +33,5 @@ __all__ = [
     "minigrid_task_ids",
     "per_task_mean",
     "use_fast_observations",
+    "without_fast_observations",
 ]

@@ -19,7 +19,11 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import Compose, EnvBase, TransformedEnv
 
-from torchrl_sparse.envs.minigrid_view import check_fast_observations, use_fast_observations
+from torchrl_sparse.envs.minigrid_view import (
+    check_fast_observations,
+    use_fast_observations,
+    without_fast_observations,
+)
 from torchrl_sparse.transforms import MiniGridObservation, TaskOneHot
 
 __all__ = [
@@ -332,7 +336,7 @@ class MiniGridMultiTaskEnv(EnvBase):
             "suite": self.suite,
             "envs_per_task": self.envs_per_task,
             "task_sampling": self.task_sampling,
-            "envs": pickle.dumps(self._envs),
+            "envs": self._pickled_envs(),
             "observation": torch.from_numpy(self._obs.copy()),
             "task": torch.from_numpy(self._task.copy()),
             "episode_return": torch.from_numpy(self._ep_return.copy()),
@@ -341,6 +345,19 @@ class MiniGridMultiTaskEnv(EnvBase):
             "rng": self._rng.bit_generator.state,
             "pending_seed": sorted(self._pending_seed),
         }
+
+    def _pickled_envs(self) -> bytes:
+        # Without the fast view attached: snapshots hold MiniGrid objects only, so they load
+        # into either setting and do not depend on where egocentric_obs lives.
+        envs = [env for slot_envs in self._envs for env in slot_envs.values()]
+        for env in envs:
+            without_fast_observations(env)
+        try:
+            return pickle.dumps(self._envs)
+        finally:
+            if self.fast_observations:
+                for env in envs:
+                    use_fast_observations(env)
 
     def load_simulator_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot taken by :meth:`simulator_state`.
@@ -384,10 +401,12 @@ class MiniGridMultiTaskEnv(EnvBase):
         envs = pickle.loads(state["envs"])
         for slot_envs in envs:
             for env in slot_envs.values():
-                # The snapshot may come from an environment with the other setting.
-                env.__dict__.pop("gen_obs", None)
+                # Snapshots from before the view was stripped on save may still carry it.
+                without_fast_observations(env)
                 if self.fast_observations:
                     use_fast_observations(env)
+                    if env.agent_dir is not None and env.agent_dir >= 0:  # placed by a reset
+                        check_fast_observations(env)
         self._envs = envs
         self._obs[:] = state["observation"].numpy()
         self._task[:] = state["task"].numpy()

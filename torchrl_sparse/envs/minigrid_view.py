@@ -21,7 +21,12 @@ from minigrid.core.grid import Grid
 from minigrid.core.world_object import Wall
 from minigrid.minigrid_env import MiniGridEnv
 
-__all__ = ["check_fast_observations", "egocentric_obs", "use_fast_observations"]
+__all__ = [
+    "check_fast_observations",
+    "egocentric_obs",
+    "use_fast_observations",
+    "without_fast_observations",
+]
 
 # Cells outside the grid are walls (MiniGrid's ``Grid.slice``); one shared instance suffices
 # because it is only read (see_behind, encode).
@@ -130,15 +135,25 @@ def egocentric_obs(env: MiniGridEnv) -> dict[str, Any]:
 
 
 def check_fast_observations(env: MiniGridEnv) -> None:
-    """Raise if :func:`egocentric_obs` disagrees with MiniGrid's own ``gen_obs`` on ``env`` now.
+    """Raise if :func:`egocentric_obs` disagrees with the environment's own ``gen_obs`` now.
 
     A guard against MiniGrid versions whose internals differ from the ones this was written
-    for; the suite calls it after the first reset of every sub-environment.
+    for; the suite calls it after the first reset of every sub-environment and after restoring
+    a snapshot.
+
+    Args:
+        env: an unwrapped MiniGrid environment, reset.
 
     Raises:
         RuntimeError: naming the environment, if the two observations differ.
+
+    Examples:
+        >>> import gymnasium as gym
+        >>> env = gym.make("MiniGrid-MemoryS11-v0").unwrapped
+        >>> _ = env.reset(seed=0)
+        >>> check_fast_observations(env)  # silent: they agree
     """
-    expected = MiniGridEnv.gen_obs(env)["image"]
+    expected = type(env).gen_obs(env)["image"]
     if not np.array_equal(egocentric_obs(env)["image"], expected):
         raise RuntimeError(
             f"egocentric_obs differs from MiniGrid's gen_obs on {type(env).__name__} (minigrid "
@@ -150,13 +165,17 @@ def use_fast_observations(env: MiniGridEnv) -> MiniGridEnv:
     """Make ``env.step``/``env.reset`` compute observations with :func:`egocentric_obs`.
 
     Sets ``env.gen_obs`` on the instance (MiniGrid's ``step`` and ``reset`` call
-    ``self.gen_obs()``); the environment stays picklable.
+    ``self.gen_obs()``); :func:`without_fast_observations` takes it off again.
 
     Args:
-        env: an unwrapped MiniGrid environment.
+        env: an unwrapped MiniGrid environment whose class keeps MiniGrid's view
+            (``gen_obs``, ``gen_obs_grid``, ``get_view_exts``).
 
     Returns:
         The same environment.
+
+    Raises:
+        ValueError: if the environment's class overrides how the view is built.
 
     Examples:
         >>> import gymnasium as gym
@@ -165,5 +184,34 @@ def use_fast_observations(env: MiniGridEnv) -> MiniGridEnv:
         >>> obs["image"].shape
         (7, 7, 3)
     """
+    overridden = [
+        name
+        for name in ("gen_obs", "gen_obs_grid", "get_view_exts")
+        if getattr(type(env), name) is not getattr(MiniGridEnv, name)
+    ]
+    if overridden:
+        raise ValueError(
+            f"{type(env).__name__} overrides {overridden}: its view is not MiniGrid's, so "
+            "egocentric_obs cannot stand in for it; use fast_observations=False."
+        )
     env.gen_obs = functools.partial(egocentric_obs, env)
+    return env
+
+
+def without_fast_observations(env: MiniGridEnv) -> MiniGridEnv:
+    """Undo :func:`use_fast_observations` (a no-op on an environment without it).
+
+    Args:
+        env: an unwrapped MiniGrid environment.
+
+    Returns:
+        The same environment, computing observations with its class's ``gen_obs``.
+
+    Examples:
+        >>> import gymnasium as gym
+        >>> env = use_fast_observations(gym.make("MiniGrid-LavaGapS7-v0").unwrapped)
+        >>> "gen_obs" in vars(without_fast_observations(env))
+        False
+    """
+    vars(env).pop("gen_obs", None)
     return env
