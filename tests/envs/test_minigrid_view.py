@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -23,7 +24,7 @@ from torchrl_sparse.envs import (
 ALL_TASKS = minigrid_task_ids("MT7")
 
 
-def _random_walk(task: str, steps: int, seed: int):
+def _random_walk(task: str, steps: int, seed: int) -> Iterator[MiniGridEnv]:
     """Yield the env after every step of a seeded random walk (actions biased to move)."""
     env = gym.make(task).unwrapped
     env.reset(seed=seed)

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from tensordict import TensorDict
 
 from torchrl_sparse.lightning import FrameCheckpoint, MultiTaskPPO
 from torchrl_sparse.lightning.cli import main
@@ -240,3 +241,13 @@ def test_trainer_fit_refuses_to_overwrite_an_earlier_run(tmp_path: Path) -> None
     with pytest.raises(FileExistsError, match=r"last\.ckpt holds the checkpoint of an earlier run"):
         trainer.fit(module)
     assert (tmp_path / "last.ckpt").read_bytes() == b"an earlier run"
+
+
+@pytest.mark.parametrize(("critic_batch", "shares"), [(2_000, 1), (500, 4), (5_000, 1)])
+def test_critic_batches_are_equal_shares_of_the_whole_batch(critic_batch: int, shares: int) -> None:
+    module = MultiTaskPPO("MT3", critic_batch=critic_batch)
+    data = TensorDict({"index": torch.arange(2_016)}, [2_016])
+    batches = module._critic_batches(data)
+    assert len(batches) == shares
+    assert {len(b) for b in batches} == {2_016 // shares}
+    assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == list(range(2_016))

@@ -19,6 +19,29 @@ def test_each_sample_uses_its_task_head() -> None:
         assert torch.allclose(out[i], heads.heads[int(task_id[i])](x[i]), atol=1e-6)
 
 
+def test_grouped_and_interleaved_batches_give_the_same_values_and_gradients() -> None:
+    """Task-sorted batches take the split path, others the argsort path: same results."""
+    torch.manual_seed(0)
+    heads = MultiHead(3, 16, 5, hidden=8)
+    x, task_id = torch.randn(12, 16), torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    order = torch.randperm(12)
+    results = []
+    for inputs, tasks in ((x, task_id), (x[order], task_id[order])):
+        inputs = inputs.clone().requires_grad_()
+        heads.zero_grad()
+        out = heads(inputs, tasks)
+        (out * torch.arange(5.0)).sum().backward()
+        grads = {n: p.grad.clone() for n, p in heads.named_parameters()}
+        results.append((out, inputs.grad, grads))
+    (out, x_grad, grads), (out_p, x_grad_p, grads_p) = results
+    inverse = order.argsort()
+    torch.testing.assert_close(out_p[inverse], out)
+    torch.testing.assert_close(x_grad_p[inverse], x_grad)
+    for name, value in grads.items():
+        torch.testing.assert_close(grads_p[name], value)
+    assert heads(x[:0], task_id[:0]).shape == (0, 5)
+
+
 def test_routing_matches_gather_under_vmap() -> None:
     torch.manual_seed(0)
     heads = MultiHead(3, 16, 5)

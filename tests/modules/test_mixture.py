@@ -52,6 +52,16 @@ def test_moe_equals_moore_without_orthogonalisation() -> None:
     assert torch.allclose(moe(x, onehot), manual, atol=1e-6)
 
 
+def test_moore_forward_mixes_its_orthonormal_expert_outputs() -> None:
+    torch.manual_seed(0)
+    moore = MixtureOfExperts(MiniGridCNN, num_experts=3, num_tasks=5, orthogonal=True)
+    obs = torch.randint(0, 11, (8, 3, 7, 7)).float()
+    onehot = torch.eye(5)[torch.tensor([0, 4, 4, 1, 2, 3, 0, 1])]
+    w = moore.task_weights(onehot)
+    manual = torch.tanh((w.unsqueeze(-1) * moore.expert_outputs(obs)).sum(-2))
+    assert torch.allclose(moore(obs, onehot), manual, atol=1e-6)
+
+
 def test_epsilon_keeps_degenerate_experts_finite() -> None:
     x = torch.zeros(2, 3, 8)
     x[:, 1] = torch.randn(2, 8)

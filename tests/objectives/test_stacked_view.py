@@ -4,7 +4,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from torchrl_sparse.objectives import StackedNetworkView
+from torchrl_sparse.objectives import MultiTaskSACLoss, StackedNetworkView
 from torchrl_sparse.plasticity import PlasticityMonitor, dormant_ratio
 from torchrl_sparse.plasticity.masks import resolve_masks
 from torchrl_sparse.sparse import Sparsifier, StaticSparse
@@ -12,7 +12,7 @@ from torchrl_sparse.sparse import Sparsifier, StaticSparse
 from .test_multitask_sac import make_batch, make_loss
 
 
-def q_of_copy(loss, index: int, batch: TensorDict) -> torch.Tensor:
+def q_of_copy(loss: MultiTaskSACLoss, index: int, batch: TensorDict) -> torch.Tensor:
     """The loss's own functional evaluation of Q-network ``index``."""
     with loss.qvalue_network_params[index].to_module(loss.qvalue_network):
         return loss.qvalue_network(batch.copy())["state_action_value"]

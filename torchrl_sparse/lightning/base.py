@@ -2,8 +2,8 @@
 
 :class:`MultiTaskRLModule` is the contract the callbacks rely on (``loss_module``, ``frames``,
 ``frames_per_update``, ``log_frames``, ``networks()``, ``monitored_networks()``,
-``feature_modules()``). The algorithms
-themselves stay whole in their own modules (:mod:`.ppo`, :mod:`.sac`).
+``feature_modules()``). The algorithms themselves stay whole in their own modules
+(:mod:`.ppo`, :mod:`.sac`).
 """
 
 from __future__ import annotations
