@@ -13,6 +13,7 @@ from torchrl_sparse.plasticity import (
     entropy_effective_rank,
     feature_norm,
     grad_norm,
+    singular_values,
     srank,
     stable_rank,
     unit_scores,
@@ -121,6 +122,19 @@ def test_ranks_from_known_singular_values() -> None:
         math.exp(-sum(q * math.log(q) for q in p)), rel=1e-5
     )
     assert stable_rank(feats) == pytest.approx(126.0101 / 100, rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 24), (24, 64)])
+def test_singular_values_match_a_float64_svd(shape: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(0)
+    full = torch.tanh(torch.randn(*shape, generator=g))
+    rank_3 = torch.randn(shape[0], 3, generator=g) @ torch.randn(3, shape[1], generator=g)
+    for feats in (full, rank_3):
+        reference = torch.linalg.svdvals(feats.double()).float()
+        got = singular_values(feats)
+        assert got.shape == reference.shape and got.dtype == torch.float32
+        torch.testing.assert_close(got, reference, rtol=0, atol=1e-6 * float(reference[0]))
+    assert srank(rank_3) == 3
 
 
 def test_srank_threshold_hit_exactly() -> None:
