@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> Path:
         total_steps=updates, optimizer=optimizer,
     )  # fmt: skip
 
-    collector = Collector(env, actor, frames_per_batch=frames_per_batch, total_frames=args.frames)
+    collector = Collector(
+        env, actor, frames_per_batch=frames_per_batch, total_frames=args.frames,
+        auto_register_policy_transforms=False,  # a feed-forward policy needs no InitTracker
+    )  # fmt: skip
     writer = SummaryWriter(args.logdir)
     history: dict[str, list[tuple[int, float]]] = {"return": [], "sparsity": []}
     frames = 0

@@ -59,8 +59,13 @@ class CollectorLoader:
     def collector(self) -> Collector:
         if self._collector is None:
             env = self.env_factory()
+            # Feed-forward policies: torchrl 0.15 would otherwise append an InitTracker.
             self._collector = Collector(
-                env, self.policy, frames_per_batch=self.frames_per_batch, total_frames=-1
+                env,
+                self.policy,
+                frames_per_batch=self.frames_per_batch,
+                total_frames=-1,
+                auto_register_policy_transforms=False,
             )
             if self._pending_state is not None:
                 self._restore(self._pending_state)
