@@ -137,6 +137,13 @@ def test_singular_values_match_a_float64_svd(shape: tuple[int, int]) -> None:
     assert srank(rank_3) == 3
 
 
+def test_ranks_of_non_finite_features_raise() -> None:
+    feats = torch.ones(4, 3)
+    feats[1, 2] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        srank(feats)
+
+
 def test_srank_threshold_hit_exactly() -> None:
     # sum 100, 1 - delta = 0.5: the first value covers exactly half
     assert srank(torch.diag(torch.tensor([50.0, 30.0, 20.0])), delta=0.5) == 1

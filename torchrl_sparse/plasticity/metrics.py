@@ -316,6 +316,7 @@ def singular_values(features: torch.Tensor) -> torch.Tensor:
 
     Raises:
         ValueError: if the batch is empty.
+        FloatingPointError: if the features hold NaN or inf (a diverged network).
 
     Examples:
         >>> import torch
@@ -324,6 +325,9 @@ def singular_values(features: torch.Tensor) -> torch.Tensor:
     """
     _check_nonempty(features, "feature batch")
     x = features.detach().reshape(features.shape[0], -1)
+    if not bool(torch.isfinite(x).all()):
+        # LAPACK would fail with a misleading "ill-conditioned" message
+        raise FloatingPointError("singular_values: the features hold NaN or inf values.")
     if x.device.type == "mps":
         return torch.linalg.svdvals(x.float())
     x = x.double()
