@@ -401,8 +401,6 @@ class MiniGridMultiTaskEnv(EnvBase):
         envs = pickle.loads(state["envs"])
         for slot_envs in envs:
             for env in slot_envs.values():
-                # Snapshots from before the view was stripped on save may still carry it.
-                without_fast_observations(env)
                 if self.fast_observations:
                     use_fast_observations(env)
                     if env.agent_dir is not None and env.agent_dir >= 0:  # placed by a reset

@@ -174,7 +174,7 @@ class FrameCheckpoint(ModelCheckpoint):
             directory = Path(root) / str(logger.name) / version / "checkpoints"
         else:
             directory = Path(trainer.default_root_dir) / "checkpoints"
-        last = directory / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        last = self._last_in(directory)
         return last if last.exists() else None
 
     @staticmethod
@@ -220,13 +220,13 @@ class FrameCheckpoint(ModelCheckpoint):
             signal.signal(signum, handler)
         self._previous_handlers.clear()
 
-    def _last_path(self) -> Path:
-        assert self.dirpath is not None
-        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+    def _last_in(self, directory: str | Path) -> Path:
+        return Path(directory) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
 
     def write_last(self, trainer: pl.Trainer) -> Path:
         """Write ``dirpath/last.ckpt`` now."""
-        path = self._last_path()
+        assert self.dirpath is not None
+        path = self._last_in(self.dirpath)
         trainer.save_checkpoint(path, weights_only=False)  # full state, to resume
         self.last_model_path = str(path)
         return path

@@ -74,38 +74,56 @@ def _recipe_seed(recipe: dict[str, Any]) -> int | None:
     return ((recipe.get("model") or {}).get("init_args") or {}).get("seed")
 
 
-def _command_line_seed(argv: list[str]) -> int | None:
+def _options(argv: list[str]) -> list[tuple[str | None, str | None, list[str]]]:
+    """Split ``argv`` into ``(flag, value, tokens)`` triples.
+
+    Config and seed flags come with their value (given as ``--flag value`` or ``--flag=value``)
+    and the tokens that held them; every other token comes as ``(None, None, [token])``.
+    """
+    options: list[tuple[str | None, str | None, list[str]]] = []
+    index = 0
+    while index < len(argv):
+        flag, has_value, value = argv[index].partition("=")
+        if flag not in (*_CONFIG_FLAGS, *_SEED_FLAGS):
+            options.append((None, None, [argv[index]]))
+        elif has_value:
+            options.append((flag, value, [argv[index]]))
+        elif index + 1 < len(argv):
+            options.append((flag, argv[index + 1], argv[index : index + 2]))
+            index += 1
+        else:
+            options.append((None, None, [argv[index]]))
+        index += 1
+    return options
+
+
+def _command_line_seed(
+    options: list[tuple[str | None, str | None, list[str]]], recipes: dict[str, dict[str, Any]]
+) -> int | None:
     """The model seed the command line ends with: a later flag overrides an earlier config.
 
     A malformed seed gives ``None`` here; LightningCLI reports it with its usage message.
     """
     seed = None
-    index = 0
-    while index < len(argv):
-        flag, has_value, value = argv[index].partition("=")
-        if not has_value and flag in (*_CONFIG_FLAGS, *_SEED_FLAGS) and index + 1 < len(argv):
-            index += 1
-            value = argv[index]
-        if flag in _CONFIG_FLAGS and Path(value).is_file():
-            recipe_seed = _recipe_seed(load_recipe(value))
+    for flag, value, _ in options:
+        if flag in _CONFIG_FLAGS and value in recipes:
+            recipe_seed = _recipe_seed(recipes[value])
             seed = seed if recipe_seed is None else recipe_seed
         elif flag in _SEED_FLAGS:
             try:
-                seed = int(value)
+                seed = int(value)  # type: ignore[arg-type]  # seed flags always carry a value
             except ValueError:
                 return None
-        index += 1
     return seed
 
 
-def _with_run_logger(path: str | Path, seed: int | None = None) -> dict[str, Any]:
-    """The recipe, with a TensorBoard logger named after it unless it sets one.
+def _with_run_logger(recipe: dict[str, Any], path: str, seed: int | None) -> dict[str, Any]:
+    """The recipe loaded from ``path``, with a TensorBoard logger named after it unless it sets one.
 
     ``recipes/minigrid/mt3/moore/gmp.yaml`` logs to ``runs/minigrid/mt3/moore/gmp/seed<seed>``:
     a fixed directory per condition and seed, so ``--ckpt_path last`` finds the run again.
     ``seed`` (the command line's, e.g. ``--model.init_args.seed 3``) overrides the recipe's.
     """
-    recipe = load_recipe(path)
     trainer = recipe.setdefault("trainer", {}) or {}
     recipe["trainer"] = trainer
     if "logger" not in trainer:
@@ -124,26 +142,25 @@ def _with_run_logger(path: str | Path, seed: int | None = None) -> dict[str, Any
 
 
 def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
-    """Replace every ``--config FILE`` that uses ``extends`` by a merged copy."""
-    seed = _command_line_seed(argv)
+    """Replace every ``--config FILE`` by a merged copy (``extends`` resolved, run logger set)."""
+    options = _options(argv)
+    recipes = {
+        value: load_recipe(value)
+        for flag, value, _ in options
+        if flag in _CONFIG_FLAGS and value is not None and Path(value).is_file()
+    }
+    seed = _command_line_seed(options, recipes)
     expanded: list[str] = []
-    index = 0
-    while index < len(argv):
-        arg = argv[index]
-        value: str | None = None
-        if arg in _CONFIG_FLAGS and index + 1 < len(argv):
-            value, index = argv[index + 1], index + 1
-        elif arg.startswith(tuple(f"{flag}=" for flag in _CONFIG_FLAGS)):
-            value = arg.split("=", 1)[1]
-        if value is not None and Path(value).is_file():
+    for flag, value, tokens in options:
+        if flag in _CONFIG_FLAGS and value in recipes:
             merged = workdir / f"{len(expanded)}_{Path(value).stem}.yaml"
-            merged.write_text(yaml.safe_dump(_with_run_logger(value, seed), sort_keys=False))
+            recipe = _with_run_logger(recipes[value], value, seed)
+            merged.write_text(yaml.safe_dump(recipe, sort_keys=False))
             expanded += ["--config", str(merged)]
-        elif value is not None:
+        elif flag in _CONFIG_FLAGS:
             expanded += ["--config", value]
         else:
-            expanded.append(arg)
-        index += 1
+            expanded += tokens
     return expanded
 
 

@@ -239,7 +239,7 @@ class MultiTaskPPO(MultiTaskRLModule):
                     if key in loss_td:
                         losses.setdefault(key, []).append(loss_td[key].detach())
             for critic_batch in self._critic_batches(critic_data):
-                value = self.critic(critic_batch.select(*self.critic.in_keys))["state_value"]
+                value = self.critic(critic_batch)["state_value"]
                 critic_loss = F.mse_loss(value, critic_batch["value_target"])
                 self.check_finite({"loss_critic": critic_loss})
                 critic_optimizer.zero_grad()

@@ -94,16 +94,17 @@ class MixtureOfExperts(nn.Module):
 
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Expert outputs ``[..., k, d]``, orthonormalised per sample if ``orthogonal``."""
-        outs = torch.stack([expert(x) for expert in self.experts], dim=-2)
-        return gram_schmidt(outs, self.eps) if self.orthogonal else outs
+        return torch.stack(self._expert_list(x), dim=-2)
+
+    def _expert_list(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = [expert(x) for expert in self.experts]
+        return _orthonormalise(outputs, self.eps) if self.orthogonal else outputs
 
     def forward(self, x: torch.Tensor, task_onehot: torch.Tensor) -> torch.Tensor:
         weights = self.task_weights(task_onehot).unsqueeze(-1)
         # Expert outputs stay a list (no [..., k, d] stack) and are mixed with fused
         # multiply-adds: these elementwise passes dominate MOORE's cost on CPU.
-        outputs = [expert(x) for expert in self.experts]
-        if self.orthogonal:
-            outputs = _orthonormalise(outputs, self.eps)
+        outputs = self._expert_list(x)
         mixed = outputs[0] * weights[..., 0, :]
         for j in range(1, len(outputs)):
             mixed = torch.addcmul(mixed, outputs[j], weights[..., j, :])
