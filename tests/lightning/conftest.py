@@ -36,17 +36,17 @@ def run_cli(
 
 @pytest.fixture
 def tiny_ppo(tmp_path: Path):
-    """A tiny MT3 PPO run: 4 batches of 300 frames, short epochs, GMP actor+critic."""
+    """A tiny MT3 PPO run: 4 batches of 100 steps per task (300 frames), GMP actor+critic."""
 
     def make(name: str = "tiny.yaml", **model_args) -> Path:
         init_args = {
-            "total_frames": 1200,
-            "frames_per_batch": 300,
+            "total_steps_per_task": 400,
+            "steps_per_task_per_batch": 100,
             "envs_per_task": 2,
             "policy_epochs": 2,
             "policy_minibatch_per_task": 64,
-            "critic_batch": 300,
-            "eval_every_frames": 600,
+            "critic_batch_per_task": 100,
+            "eval_every_steps_per_task": 200,
             "eval_episodes_per_task": 1,
             **model_args,
         }

@@ -91,7 +91,7 @@ def test_tiny_fit_logs_against_frames(tiny_ppo, tmp_path: Path) -> None:
     assert "Summary figure:" in result.stdout
     # Running the same recipe again without --ckpt_path would overwrite the run: refused.
     earlier = {p: p.read_bytes() for p in log_dir.rglob("*") if p.is_file()}
-    again = run_cli("fit", "--config", str(tiny_ppo(total_frames=600)), cwd=tmp_path)
+    again = run_cli("fit", "--config", str(tiny_ppo(total_steps_per_task=200)), cwd=tmp_path)
     assert again.returncode != 0
     assert "holds the checkpoint of an earlier run" in again.stderr
     assert "--ckpt_path last" in again.stderr
@@ -112,7 +112,7 @@ def test_sigterm_checkpoint_and_exact_resume(tiny_ppo, tmp_path: Path) -> None:
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
     reference_dir.mkdir()
     resumed_dir.mkdir()
-    recipe = tiny_ppo(eval_every_frames=0)
+    recipe = tiny_ppo(eval_every_steps_per_task=0)
     assert run_cli("fit", "--config", str(recipe), cwd=reference_dir).returncode == 0
 
     interrupted = write_recipe(
@@ -164,7 +164,14 @@ def test_diverging_parameters_stop_the_run(tiny_ppo, tmp_path: Path, monkeypatch
             ["--model.init_args.suite", "MT4"],
             r"Unknown suite 'MT4'; allowed: \['MT3', 'MT5', 'MT7'\]",
         ),
-        (["--model.init_args.total_frames", "0"], "total_frames must be a positive int, got 0"),
+        (
+            ["--model.init_args.total_steps_per_task", "0"],
+            "total_steps_per_task must be a positive int, got 0",
+        ),
+        (
+            ["--model.init_args.steps_per_task_per_batch", "500"],
+            "steps_per_task_per_batch=500 is larger than total_steps_per_task=400",
+        ),
     ],
 )
 def test_bad_model_config(tiny_ppo, tmp_path: Path, monkeypatch, override, message) -> None:
@@ -204,7 +211,7 @@ def test_sparsity_target_for_missing_network(tmp_path: Path, monkeypatch) -> Non
 def test_ddp_two_ranks_hold_identical_masks_and_parameters(tiny_ppo, tmp_path: Path) -> None:
     recipe = write_recipe(
         tmp_path / "ddp.yaml",
-        str(tiny_ppo(eval_every_frames=0, total_frames=1200)),
+        str(tiny_ppo(eval_every_steps_per_task=0, total_steps_per_task=400)),
         trainer={
             "strategy": "ddp",
             "devices": 2,
@@ -231,7 +238,13 @@ def test_ddp_two_ranks_hold_identical_masks_and_parameters(tiny_ppo, tmp_path: P
 
 def test_trainer_fit_refuses_to_overwrite_an_earlier_run(tmp_path: Path) -> None:
     (tmp_path / "last.ckpt").write_bytes(b"an earlier run")
-    module = MultiTaskPPO("MT3", envs_per_task=1, total_frames=300, eval_every_frames=0)
+    module = MultiTaskPPO(
+        "MT3",
+        envs_per_task=1,
+        total_steps_per_task=100,
+        steps_per_task_per_batch=100,
+        eval_every_steps_per_task=0,
+    )
     trainer = pl.Trainer(
         max_epochs=1,
         logger=False,
@@ -243,11 +256,74 @@ def test_trainer_fit_refuses_to_overwrite_an_earlier_run(tmp_path: Path) -> None
     assert (tmp_path / "last.ckpt").read_bytes() == b"an earlier run"
 
 
-@pytest.mark.parametrize(("critic_batch", "shares"), [(2_000, 1), (500, 4), (5_000, 1)])
-def test_critic_batches_are_equal_shares_of_the_whole_batch(critic_batch: int, shares: int) -> None:
-    module = MultiTaskPPO("MT3", critic_batch=critic_batch)
-    data = TensorDict({"index": torch.arange(2_016)}, [2_016])
+@pytest.mark.parametrize(("per_task", "shares"), [(2_000, 1), (500, 4), (5_000, 1), (1_500, 1)])
+def test_critic_batches_are_equal_shares_of_the_whole_batch(per_task: int, shares: int) -> None:
+    module = MultiTaskPPO("MT3", critic_batch_per_task=per_task)
+    data = TensorDict({"index": torch.arange(module.frames_per_batch)}, [module.frames_per_batch])
     batches = module._critic_batches(data)
     assert len(batches) == shares
-    assert {len(b) for b in batches} == {2_016 // shares}
-    assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == list(range(2_016))
+    assert {len(b) for b in batches} == {6_000 // shares}
+    assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == list(range(6_000))
+
+
+@pytest.mark.parametrize(
+    ("suite", "frames_per_batch", "total_frames", "eval_every_frames"),
+    [
+        ("MT3", 6_000, 1_200_000, 30_000),
+        ("MT5", 10_000, 2_000_000, 50_000),
+        ("MT7", 14_000, 2_800_000, 70_000),
+    ],
+)
+def test_papers_units_are_steps_of_every_task(
+    suite: str, frames_per_batch: int, total_frames: int, eval_every_frames: int
+) -> None:
+    """The papers' 2,000-step updates and 400k-step runs count steps of every task."""
+    module = MultiTaskPPO(suite)
+    assert module.frames_per_batch == frames_per_batch
+    assert module.total_frames == total_frames
+    assert module.eval_every_frames == eval_every_frames
+    assert len(module.train_dataloader()) == 200
+
+
+def test_steps_per_batch_round_up_to_whole_environment_steps() -> None:
+    module = MultiTaskPPO("MT3", envs_per_task=8, steps_per_task_per_batch=1_001)
+    assert module.frames_per_batch == 1_008 * 3
+
+
+class _CountSteps(pl.Callback):
+    """Counts the actor's and the critic's optimizer steps."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.steps = [0, 0]
+        for index, optimizer in enumerate(trainer.optimizers):
+            optimizer.register_step_post_hook(
+                lambda *_, index=index: self.steps.__setitem__(index, self.steps[index] + 1)
+            )
+
+
+@pytest.mark.parametrize(
+    ("critic_epochs", "critic_per_task", "critic_steps"), [(1, 100, 1), (2, 50, 4)]
+)
+def test_update_takes_the_configured_actor_and_critic_steps(
+    critic_epochs: int, critic_per_task: int, critic_steps: int
+) -> None:
+    """MOORE's update: 8 policy epochs of minibatches; the critic one full-batch step."""
+    module = MultiTaskPPO(
+        "MT3",
+        envs_per_task=1,
+        total_steps_per_task=100,
+        steps_per_task_per_batch=100,
+        policy_epochs=3,
+        policy_minibatch_per_task=25,
+        critic_epochs=critic_epochs,
+        critic_batch_per_task=critic_per_task,
+        eval_every_steps_per_task=0,
+    )
+    counter = _CountSteps()
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+        callbacks=[counter],
+    )  # fmt: skip
+    trainer.fit(module)
+    assert module.frames == 300
+    assert counter.steps == [3 * 4, critic_steps]

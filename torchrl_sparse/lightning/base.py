@@ -30,14 +30,18 @@ __all__ = ["MultiTaskRLModule"]
 class MultiTaskRLModule(pl.LightningModule):
     """Base class of :class:`MultiTaskPPO` and :class:`MultiTaskSAC`.
 
-    Subclasses set ``frames_per_batch``, ``loss_module``, ``actor`` and ``task_names``, build
+    Subclasses set ``frames_per_batch``, ``total_frames``, ``eval_every_frames`` (all in
+    environment frames, summed over tasks), ``loss_module``, ``actor`` and ``task_names``, build
     their loader in
     ``train_dataloader`` (kept in ``self._loader``), implement :meth:`networks` and
     :meth:`evaluate`, and call :meth:`finish_batch` at the end of each training step.
-    ``hparams`` must hold ``total_frames``, ``eval_every_frames`` and ``max_grad_norm``.
+    ``hparams`` must hold ``max_grad_norm``, ``eval_episodes_per_task`` and
+    ``eval_deterministic``.
     """
 
     frames_per_batch: int
+    total_frames: int
+    eval_every_frames: int
     #: ``(tag, label)`` pairs; the first tag already logged is shown in the progress bar.
     progress_keys: tuple[tuple[str, str], ...] = ()
 
@@ -136,12 +140,12 @@ class MultiTaskRLModule(pl.LightningModule):
             if key in self.latest:
                 self.log(label, self.latest[key], prog_bar=True, logger=False, batch_size=1)
                 break
-        every = self.hparams.eval_every_frames
+        every = self.eval_every_frames
         if every and self.frames // every > self._last_eval // every:
             self._last_eval = self.frames
             if self.trainer.is_global_zero:
                 self.evaluate()
-        if self.frames >= self.hparams.total_frames:
+        if self.frames >= self.total_frames:
             self.trainer.should_stop = True
 
     @torch.no_grad()

@@ -3,7 +3,7 @@
 Each callback keeps its state in ``state_dict`` so ``fit --ckpt_path last`` resumes it. They
 expect the LightningModule to expose ``loss_module`` (a TorchRL loss), ``frames`` (environment
 frames so far, over all ranks), ``frames_per_update`` (frames per training step, over all
-ranks), ``hparams.total_frames`` and ``log_frames(dict)``, as
+ranks), ``total_frames`` and ``log_frames(dict)``, as
 :class:`~torchrl_sparse.lightning.MultiTaskPPO` and :class:`~torchrl_sparse.lightning.MultiTaskSAC`
 do.
 """
@@ -91,7 +91,7 @@ class SparsityCallback(pl.Callback):
             distribution=self.distribution,
             scope=self.scope,
             bias=self.bias,
-            total_steps=pl_module.hparams.total_frames,
+            total_steps=pl_module.total_frames,
             seed=self.seed,
         )
 

@@ -1,10 +1,18 @@
 """Multi-task PPO on the MiniGrid suites, as a LightningModule.
 
 The whole algorithm reads top to bottom in :meth:`MultiTaskPPO.training_step`: collect a batch
-(an endless TorchRL ``Collector``), GAE, advantages normalised per task, then ``policy_epochs``
-epochs of clipped-objective actor updates on minibatches stratified by task
-(``policy_minibatch_per_task`` samples of every task) and one critic regression step on the
-whole batch per epoch (``critic_batch``), as in MOORE's PPO.
+(an endless TorchRL ``Collector``), GAE, advantages normalised per task, then ``critic_epochs``
+epochs of critic regression on the GAE value targets (one full-batch step per epoch by
+default) and ``policy_epochs`` epochs of clipped-objective actor updates on minibatches
+stratified by task (``policy_minibatch_per_task`` samples of every task), as in MOORE's PPO.
+
+**Units.** A *step* is one step of every task's environment, as in the papers (MOORE's
+multi-task core steps all task environments together): the papers' "2,000 steps per epoch,
+400k steps" are 2,000 and 400k transitions *per task*. The options say so in their names
+(``steps_per_task_per_batch``, ``total_steps_per_task``, ``eval_every_steps_per_task``); the
+module derives the *frames* (transitions summed over tasks) that collectors, logs and callbacks
+count: ``frames = steps per task x number of tasks`` (6,000 frames per batch on MT3, 10,000 on
+MT5, 14,000 on MT7).
 
 The actor loss is TorchRL's ``ClipPPOLoss`` (objective and entropy). The critic is fitted
 separately with a mean-squared error on the GAE value targets over the full batch, because the
@@ -46,10 +54,12 @@ DEFAULT_ENVS_PER_TASK = 8
 class MultiTaskPPO(MultiTaskRLModule):
     """Multi-task PPO (MTPPO, MoE or MOORE networks) on MiniGrid MT3/MT5/MT7.
 
-    Defaults are the papers' (Todorov et al. 2025, MOORE): 400k frames in batches of 2,000,
-    Adam lr 1e-3, gamma 0.99, GAE lambda 0.95, clip 0.2, entropy 0.01, 8 epochs, policy
-    minibatch 256 per task, critic batch 2,000, evaluation of 25 episodes per task every 10k
-    frames.
+    Defaults are the papers' (Todorov et al. 2025, Table 2; MOORE's MiniGrid scripts): 400k
+    steps per task in batches of 2,000 steps per task (200 updates), Adam lr 1e-3, gamma 0.99,
+    GAE lambda 0.95, clip 0.2, entropy 0.01, 8 policy epochs, policy minibatch 256 per task,
+    one critic epoch of one full-batch step (critic batch 2,000 per task), evaluation of 25
+    episodes per task every 10k steps per task. One step is one step of every task: on MT3 a
+    batch is 6,000 frames and a run 1.2M frames.
 
     Args:
         suite: ``"MT3"``, ``"MT5"`` or ``"MT7"``.
@@ -57,33 +67,43 @@ class MultiTaskPPO(MultiTaskRLModule):
         num_experts: experts for MoE/MOORE (default 2, 3, 4 for MT3, MT5, MT7).
         layer_norm: LayerNorm after hidden layers (a plasticity baseline).
         envs_per_task: sub-environments per task; several amortise the per-step cost of the
-            policy and of TorchRL (8 by default; the batch stays ``frames_per_batch`` frames).
-        task_sampling: ``"lockstep"`` (every task every step) or ``"random"`` (a task drawn at
-            each episode start).
-        total_frames: training length in environment frames.
-        frames_per_batch: frames per collected batch (rounded up to a multiple of the number of
-            environments).
+            policy and of TorchRL (8 by default; a batch stays ``steps_per_task_per_batch``
+            steps of every task).
+        task_sampling: ``"lockstep"`` (every task every step, as MOORE's code) or ``"random"``
+            (a task drawn at each episode start; tasks then get ``frames / num_tasks`` steps on
+            average).
+        total_steps_per_task: training length in steps of every task (frames = this x number
+            of tasks).
+        steps_per_task_per_batch: steps of every task per collected batch and update (rounded
+            up to a multiple of ``envs_per_task``).
         lr: Adam learning rate (actor and critic).
         weight_decay: Adam L2 weight decay (1e-6 is the papers' baseline).
         gamma: discount.
         gae_lambda: GAE lambda.
         clip_epsilon: PPO clipping.
         entropy_coef: entropy bonus.
-        policy_epochs: epochs over each batch.
-        policy_minibatch_per_task: actor minibatch samples per task.
-        critic_batch: critic regression batch (the whole batch by default); each epoch the
-            batch is cut into ``frames // critic_batch`` equal shuffled shares.
+        policy_epochs: actor epochs over each batch.
+        policy_minibatch_per_task: actor minibatch samples per task (MOORE: 256 x number of
+            tasks samples per minibatch, shuffled across tasks; here stratified).
+        critic_epochs: critic epochs over each batch (MOORE: 1).
+        critic_batch_per_task: critic minibatch samples per task; each critic epoch cuts the
+            batch into ``steps_per_task_per_batch // critic_batch_per_task`` equal shuffled
+            shares (the default 2,000 gives one step on the whole batch, as MOORE's full-batch
+            critic fit).
         max_grad_norm: gradient clipping (``None`` for none).
         pcgrad: project conflicting per-task actor gradients (PCGrad, Yu et al. 2020).
-        eval_every_frames: evaluation period (``0`` disables evaluation).
+        eval_every_steps_per_task: evaluation period in steps of every task (``0`` disables
+            evaluation).
         eval_episodes_per_task: evaluation episodes per task.
         eval_deterministic: act greedily in evaluation instead of sampling from the policy.
         seed: seed of the environment and of torch.
 
     Examples:
-        >>> module = MultiTaskPPO("MT3", arch="moore", total_frames=6_000)
-        >>> module.frames_per_batch, type(module.loss_module).__name__
-        (2016, 'ClipPPOLoss')
+        >>> module = MultiTaskPPO("MT3", arch="moore")
+        >>> module.frames_per_batch, module.total_frames, module.eval_every_frames
+        (6000, 1200000, 30000)
+        >>> type(module.loss_module).__name__
+        'ClipPPOLoss'
     """
 
     progress_keys = (
@@ -99,8 +119,8 @@ class MultiTaskPPO(MultiTaskRLModule):
         layer_norm: bool = False,
         envs_per_task: int = DEFAULT_ENVS_PER_TASK,
         task_sampling: Literal["lockstep", "random"] = "lockstep",
-        total_frames: int = 400_000,
-        frames_per_batch: int = 2_000,
+        total_steps_per_task: int = 400_000,
+        steps_per_task_per_batch: int = 2_000,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         gamma: float = 0.99,
@@ -109,10 +129,11 @@ class MultiTaskPPO(MultiTaskRLModule):
         entropy_coef: float = 0.01,
         policy_epochs: int = 8,
         policy_minibatch_per_task: int = 256,
-        critic_batch: int = 2_000,
+        critic_epochs: int = 1,
+        critic_batch_per_task: int = 2_000,
         max_grad_norm: float | None = None,
         pcgrad: bool = False,
-        eval_every_frames: int = 10_000,
+        eval_every_steps_per_task: int = 10_000,
         eval_episodes_per_task: int = 25,
         eval_deterministic: bool = False,
         seed: int = 0,
@@ -123,22 +144,37 @@ class MultiTaskPPO(MultiTaskRLModule):
         if arch not in ARCHITECTURES:
             raise ValueError(f"Unknown arch {arch!r}; allowed: {list(ARCHITECTURES)}.")
         for name, value in {
-            "total_frames": total_frames,
-            "frames_per_batch": frames_per_batch,
+            "total_steps_per_task": total_steps_per_task,
+            "steps_per_task_per_batch": steps_per_task_per_batch,
             "policy_epochs": policy_epochs,
             "policy_minibatch_per_task": policy_minibatch_per_task,
-            "critic_batch": critic_batch,
+            "critic_epochs": critic_epochs,
+            "critic_batch_per_task": critic_batch_per_task,
             "eval_episodes_per_task": eval_episodes_per_task,
             "envs_per_task": envs_per_task,
         }.items():
             if value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        if eval_every_steps_per_task < 0:
+            raise ValueError(
+                "eval_every_steps_per_task must be >= 0 (0 disables evaluation), got "
+                f"{eval_every_steps_per_task!r}."
+            )
+        if steps_per_task_per_batch > total_steps_per_task:
+            raise ValueError(
+                f"steps_per_task_per_batch={steps_per_task_per_batch} is larger than "
+                f"total_steps_per_task={total_steps_per_task}: one batch would overshoot the "
+                "training length."
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.num_tasks = len(MINIGRID_SUITES[suite])
         self.task_names = list(MINIGRID_SUITES[suite])
-        n_envs = self.num_tasks * envs_per_task
-        self.frames_per_batch = math.ceil(frames_per_batch / n_envs) * n_envs
+        # Frames are transitions summed over tasks: what collectors, logs and callbacks count.
+        steps_per_batch = math.ceil(steps_per_task_per_batch / envs_per_task) * envs_per_task
+        self.frames_per_batch = steps_per_batch * self.num_tasks
+        self.total_frames = total_steps_per_task * self.num_tasks
+        self.eval_every_frames = eval_every_steps_per_task * self.num_tasks
         torch.manual_seed(seed)
         self.actor = make_ppo_actor(suite, arch, num_experts, layer_norm)
         self.critic = make_ppo_critic(suite, arch, num_experts, layer_norm)
@@ -158,7 +194,7 @@ class MultiTaskPPO(MultiTaskRLModule):
 
     # ------------------------------------------------------------------ data and optimizers
     def train_dataloader(self) -> CollectorLoader:
-        batches = math.ceil(self.hparams.total_frames / self.frames_per_update)
+        batches = math.ceil(self.total_frames / self.frames_per_update)
         self._loader = CollectorLoader(
             lambda: make_minigrid_env(
                 self.hparams.suite,
@@ -214,6 +250,19 @@ class MultiTaskPPO(MultiTaskRLModule):
         critic_data = data.select(*self.critic.in_keys, "value_target")
 
         losses: dict[str, list[torch.Tensor]] = {}
+        # The critic first, as MOORE's PPO (the value targets and advantages above already use
+        # the critic before this update, so the order does not change either update).
+        for _ in range(self.hparams.critic_epochs):
+            for critic_batch in self._critic_batches(critic_data):
+                value = self.critic(critic_batch)["state_value"]
+                critic_loss = F.mse_loss(value, critic_batch["value_target"])
+                self.check_finite({"loss_critic": critic_loss})
+                critic_optimizer.zero_grad()
+                with self.no_sync():
+                    self.manual_backward(critic_loss)
+                self.clip(critic_optimizer)
+                critic_optimizer.step()
+                losses.setdefault("loss_critic", []).append(critic_loss.detach())
         for _ in range(self.hparams.policy_epochs):
             for minibatch in self._stratified_minibatches(policy_data):
                 if self._pcgrad is not None:
@@ -238,26 +287,16 @@ class MultiTaskPPO(MultiTaskRLModule):
                 ):
                     if key in loss_td:
                         losses.setdefault(key, []).append(loss_td[key].detach())
-            for critic_batch in self._critic_batches(critic_data):
-                value = self.critic(critic_batch)["state_value"]
-                critic_loss = F.mse_loss(value, critic_batch["value_target"])
-                self.check_finite({"loss_critic": critic_loss})
-                critic_optimizer.zero_grad()
-                with self.no_sync():
-                    self.manual_backward(critic_loss)
-                self.clip(critic_optimizer)
-                critic_optimizer.step()
-                losses.setdefault("loss_critic", []).append(critic_loss.detach())
 
         self.finish_batch(batch.numel(), losses, {})
 
     def _critic_batches(self, data: TensorDictBase) -> list[TensorDictBase]:
-        """``len(data) // critic_batch`` (at least one) equal shuffled shares of the batch.
+        """``len(data) // (critic_batch_per_task x tasks)`` (at least one) equal shuffled shares.
 
-        Equal shares rather than ``split``: 2,016 frames with a critic batch of 2,000 give one
-        step on all of them, not a second step on 16.
+        Equal shares rather than ``split``: a batch slightly larger than the critic batch gives
+        one step on all of it, not a second step on the remainder.
         """
-        count = max(1, len(data) // self.hparams.critic_batch)
+        count = max(1, len(data) // (self.hparams.critic_batch_per_task * self.num_tasks))
         if count == 1:
             return [data]
         return [data[idx] for idx in torch.randperm(len(data)).tensor_split(count)]

@@ -285,6 +285,8 @@ class MultiTaskSAC(MultiTaskRLModule):
                 f"(>= {self.num_tasks})."
             )
         self.frames_per_batch = math.ceil(frames_per_batch / self.num_tasks) * self.num_tasks
+        self.total_frames = total_frames
+        self.eval_every_frames = eval_every_frames
         self.updates_per_batch = round(utd_ratio * self.frames_per_batch / self.num_tasks)
         if self.updates_per_batch < 1:
             raise ValueError(
@@ -343,7 +345,7 @@ class MultiTaskSAC(MultiTaskRLModule):
             storage.scratch_dir = str(Path(configured) / f"rank{self.global_rank}") + "/"
 
     def train_dataloader(self) -> CollectorLoader:
-        batches = math.ceil(self.hparams.total_frames / self.frames_per_update)
+        batches = math.ceil(self.total_frames / self.frames_per_update)
         policy = _WarmupPolicy(
             self.actor,
             self.action_spec,
