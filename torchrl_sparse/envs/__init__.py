@@ -1,24 +1,50 @@
-"""Multi-task environment suites: MiniGrid MT3/MT5/MT7 and MetaWorld MT10/MT50."""
+"""Multi-task environment suites: MiniGrid MT3/MT5/MT7 and MetaWorld MT10/MT50.
 
-from torchrl_sparse.envs.metaworld import (
-    METAWORLD_SUITES,
-    MetaWorldMultiTaskEnv,
-    make_metaworld_env,
-)
-from torchrl_sparse.envs.minigrid import (
-    MINIGRID_RETURN_NORMALIZERS,
-    MINIGRID_SUITES,
-    MiniGridMultiTaskEnv,
-    make_minigrid_env,
-    minigrid_task_ids,
-)
-from torchrl_sparse.envs.minigrid_view import (
-    check_fast_observations,
-    egocentric_obs,
-    use_fast_observations,
-    without_fast_observations,
-)
-from torchrl_sparse.envs.stats import per_task_mean
+Each suite is imported on first use, so ``pip install torchrl-sparse[minigrid]`` runs the
+MiniGrid suites without MuJoCo or MetaWorld installed (and the other way round).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torchrl_sparse.envs.metaworld import (
+        METAWORLD_SUITES,
+        MetaWorldMultiTaskEnv,
+        make_metaworld_env,
+    )
+    from torchrl_sparse.envs.minigrid import (
+        MINIGRID_RETURN_NORMALIZERS,
+        MINIGRID_SUITES,
+        MiniGridMultiTaskEnv,
+        make_minigrid_env,
+        minigrid_task_ids,
+    )
+    from torchrl_sparse.envs.minigrid_view import (
+        check_fast_observations,
+        egocentric_obs,
+        use_fast_observations,
+        without_fast_observations,
+    )
+    from torchrl_sparse.envs.stats import per_task_mean
+
+_SUBMODULE = {
+    "METAWORLD_SUITES": "metaworld",
+    "MetaWorldMultiTaskEnv": "metaworld",
+    "make_metaworld_env": "metaworld",
+    "MINIGRID_RETURN_NORMALIZERS": "minigrid",
+    "MINIGRID_SUITES": "minigrid",
+    "MiniGridMultiTaskEnv": "minigrid",
+    "make_minigrid_env": "minigrid",
+    "minigrid_task_ids": "minigrid",
+    "check_fast_observations": "minigrid_view",
+    "egocentric_obs": "minigrid_view",
+    "use_fast_observations": "minigrid_view",
+    "without_fast_observations": "minigrid_view",
+    "per_task_mean": "stats",
+}
 
 __all__ = [
     "METAWORLD_SUITES",
@@ -35,3 +61,15 @@ __all__ = [
     "use_fast_observations",
     "without_fast_observations",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]
