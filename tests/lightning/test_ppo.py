@@ -12,7 +12,7 @@ import yaml
 from tensordict import TensorDict
 
 from torchrl_sparse.lightning import FrameCheckpoint, MultiTaskPPO
-from torchrl_sparse.lightning.cli import main
+from torchrl_sparse.lightning.cli import main, run
 from torchrl_sparse.lightning.figures import read_scalars
 
 from .conftest import REPO, run_cli, write_recipe
@@ -55,14 +55,15 @@ def test_every_recipe_parses(recipe: str, monkeypatch: pytest.MonkeyPatch) -> No
 def test_run_directory_follows_the_seed(
     overrides: list[str], seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One seed: the model's names the run directory and seeds everything else."""
     monkeypatch.chdir(REPO)
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output), pytest.raises(SystemExit):
-        main(["fit", "--config", "recipes/quickstart.yaml", *overrides, "--print_config"])
-    config = yaml.safe_load(output.getvalue())
-    assert config["model"]["init_args"]["seed"] == seed
-    logger = config["trainer"]["logger"]["init_args"]
-    assert (logger["name"], logger["version"]) == ("quickstart", f"seed{seed}")
+    cli = run(["--config", "recipes/quickstart.yaml", *overrides], run=False)
+    assert cli.model.hparams.seed == seed
+    assert cli.config["seed_everything"] == seed
+    assert torch.initial_seed() == seed
+    logger = cli.trainer.logger
+    assert (logger.name, logger.version) == ("quickstart", f"seed{seed}")
+    assert Path(logger.log_dir) == Path("runs/quickstart") / f"seed{seed}"
 
 
 def test_malformed_seed_gets_the_cli_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:

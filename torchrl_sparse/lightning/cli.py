@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from torchrl_sparse.lightning.callbacks import FrameCheckpoint
@@ -66,63 +66,14 @@ def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
 
 
 _CONFIG_FLAGS = ("--config", "-c")
-_SEED_FLAGS = ("--model.init_args.seed", "--model.seed")
 
 
-def _recipe_seed(recipe: dict[str, Any]) -> int | None:
-    """The model seed a recipe sets, if any."""
-    return ((recipe.get("model") or {}).get("init_args") or {}).get("seed")
-
-
-def _options(argv: list[str]) -> list[tuple[str | None, str | None, list[str]]]:
-    """Split ``argv`` into ``(flag, value, tokens)`` triples.
-
-    Config and seed flags come with their value (given as ``--flag value`` or ``--flag=value``)
-    and the tokens that held them; every other token comes as ``(None, None, [token])``.
-    """
-    options: list[tuple[str | None, str | None, list[str]]] = []
-    index = 0
-    while index < len(argv):
-        flag, has_value, value = argv[index].partition("=")
-        if flag not in (*_CONFIG_FLAGS, *_SEED_FLAGS):
-            options.append((None, None, [argv[index]]))
-        elif has_value:
-            options.append((flag, value, [argv[index]]))
-        elif index + 1 < len(argv):
-            options.append((flag, argv[index + 1], argv[index : index + 2]))
-            index += 1
-        else:
-            options.append((None, None, [argv[index]]))
-        index += 1
-    return options
-
-
-def _command_line_seed(
-    options: list[tuple[str | None, str | None, list[str]]], recipes: dict[str, dict[str, Any]]
-) -> int | None:
-    """The model seed the command line ends with: a later flag overrides an earlier config.
-
-    A malformed seed gives ``None`` here; LightningCLI reports it with its usage message.
-    """
-    seed = None
-    for flag, value, _ in options:
-        if flag in _CONFIG_FLAGS and value in recipes:
-            recipe_seed = _recipe_seed(recipes[value])
-            seed = seed if recipe_seed is None else recipe_seed
-        elif flag in _SEED_FLAGS:
-            try:
-                seed = int(value)  # type: ignore[arg-type]  # seed flags always carry a value
-            except ValueError:
-                return None
-    return seed
-
-
-def _with_run_logger(recipe: dict[str, Any], path: str, seed: int | None) -> dict[str, Any]:
+def _with_run_logger(recipe: dict[str, Any], path: str) -> dict[str, Any]:
     """The recipe loaded from ``path``, with a TensorBoard logger named after it unless it sets one.
 
     ``recipes/minigrid/mt3/moore/gmp.yaml`` logs to ``runs/minigrid/mt3/moore/gmp/seed<seed>``:
-    a fixed directory per condition and seed, so ``--ckpt_path last`` finds the run again.
-    ``seed`` (the command line's, e.g. ``--model.init_args.seed 3``) overrides the recipe's.
+    a fixed directory per condition and seed, so ``--ckpt_path last`` finds the run again. The
+    ``seed<seed>`` version is linked to the model's seed by the parser (see :class:`_CLI`).
     """
     trainer = recipe.setdefault("trainer", {}) or {}
     recipe["trainer"] = trainer
@@ -132,35 +83,37 @@ def _with_run_logger(recipe: dict[str, Any], path: str, seed: int | None) -> dic
         name = (
             "/".join(parts[parts.index("recipes") + 1 :]) if "recipes" in parts else resolved.stem
         )
-        if seed is None:
-            seed = _recipe_seed(recipe) or 0
         trainer["logger"] = {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-            "init_args": {"save_dir": "runs", "name": name, "version": f"seed{seed}"},
+            "init_args": {"save_dir": "runs", "name": name},
         }
     return recipe
 
 
 def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
-    """Replace every ``--config FILE`` by a merged copy (``extends`` resolved, run logger set)."""
-    options = _options(argv)
-    recipes = {
-        value: load_recipe(value)
-        for flag, value, _ in options
-        if flag in _CONFIG_FLAGS and value is not None and Path(value).is_file()
-    }
-    seed = _command_line_seed(options, recipes)
+    """Replace every ``--config FILE`` by a merged copy (``extends`` resolved, run logger set).
+
+    Only config files are read here; every other argument, the seed included, is left to
+    LightningCLI's parser.
+    """
     expanded: list[str] = []
-    for flag, value, tokens in options:
-        if flag in _CONFIG_FLAGS and value in recipes:
+    index = 0
+    while index < len(argv):
+        flag, has_value, value = argv[index].partition("=")
+        if flag in _CONFIG_FLAGS and not has_value and index + 1 < len(argv):
+            value = argv[index + 1]
+            index += 1
+        if flag in _CONFIG_FLAGS and value and Path(value).is_file():
             merged = workdir / f"{len(expanded)}_{Path(value).stem}.yaml"
-            recipe = _with_run_logger(recipes[value], value, seed)
-            merged.write_text(yaml.safe_dump(recipe, sort_keys=False))
+            merged.write_text(
+                yaml.safe_dump(_with_run_logger(load_recipe(value), value), sort_keys=False)
+            )
             expanded += ["--config", str(merged)]
-        elif flag in _CONFIG_FLAGS:
+        elif flag in _CONFIG_FLAGS and value:
             expanded += ["--config", value]
         else:
-            expanded += tokens
+            expanded.append(argv[index])
+        index += 1
     return expanded
 
 
@@ -172,8 +125,12 @@ def main(args: list[str] | None = None) -> None:
     run(args)
 
 
-def run(args: list[str] | None = None) -> LightningCLI:
-    """Run the CLI on ``args`` (default: ``sys.argv``) and return the ``LightningCLI``."""
+def run(args: list[str] | None = None, run: bool = True) -> LightningCLI:
+    """Run the CLI on ``args`` (default: ``sys.argv``) and return the ``LightningCLI``.
+
+    With ``run=False`` (as LightningCLI's own ``run``) ``args`` hold no subcommand and the
+    model, trainer and callbacks are built but not run, e.g. to inspect a recipe.
+    """
     from_command_line = args is None
     argv = list(sys.argv[1:] if from_command_line else args)
     with tempfile.TemporaryDirectory(prefix="torchrl_sparse_recipe_") as workdir:
@@ -182,13 +139,21 @@ def run(args: list[str] | None = None) -> LightningCLI:
             # LightningCLI reads sys.argv itself and warns when given both.
             sys.argv = [sys.argv[0], *expanded]
         try:
-            return _run(expanded, from_command_line)
+            return _run(expanded, from_command_line, run)
         except SIGTERMException:
             # Lightning stops on SIGTERM with a plain SystemExit; report it like the signal did.
             sys.exit(128 + signal.SIGTERM)
 
 
 class _CLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # One seed: the model's seeds torch, the environments and ``seed_everything``, and names
+        # the run directory (``runs/<recipe>/seed<seed>``).
+        parser.link_arguments("model.init_args.seed", "seed_everything")
+        parser.link_arguments(
+            "model.init_args.seed", "trainer.logger.init_args.version", compute_fn=_seed_version
+        )
+
     def before_fit(self) -> None:
         # Refuse to overwrite an earlier run before the trainer's setup rewrites its config.yaml.
         if self.config[self.subcommand].get("ckpt_path") is None:
@@ -197,11 +162,16 @@ class _CLI(LightningCLI):
                     callback.refuse_to_overwrite(callback.earlier_run(self.trainer))
 
 
-def _run(expanded: list[str], from_command_line: bool) -> LightningCLI:
+def _seed_version(seed: int) -> str:
+    return f"seed{seed}"
+
+
+def _run(expanded: list[str], from_command_line: bool, run: bool) -> LightningCLI:
     return _CLI(
         LightningModule,
         subclass_mode_model=True,
         args=None if from_command_line else expanded,
+        run=run,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
             "max_epochs": 1,
