@@ -74,3 +74,24 @@ def test_epsilon_keeps_degenerate_experts_finite() -> None:
 def test_bad_num_experts() -> None:
     with pytest.raises(ValueError, match="num_experts \\(k\\) must be >= 1"):
         MOORE(MiniGridCNN, 0, 3)
+
+
+def test_representation_module_changes_no_parameter_or_key() -> None:
+    # The tanh after mixing is a probed, parameter-free submodule registered last: parameter
+    # order (optimizer state), state_dict keys (checkpoints) and initial values are unchanged.
+    torch.manual_seed(0)
+    moore = MixtureOfExperts(MiniGridCNN, num_experts=2, num_tasks=3, orthogonal=True)
+    expert_keys = [
+        f"experts.{j}.conv.{i}.{p}" for j in range(2) for i in (0, 2, 4) for p in ("weight", "bias")
+    ]
+    assert [n for n, _ in moore.named_parameters()] == [*expert_keys, "task_weights.weight"]
+    assert list(moore.state_dict()) == [*expert_keys, "task_weights.weight"]
+    assert isinstance(moore.activation, torch.nn.Tanh)
+    torch.manual_seed(0)
+    copy = MixtureOfExperts(MiniGridCNN, num_experts=2, num_tasks=3, orthogonal=True)
+    copy.load_state_dict(moore.state_dict(), strict=True)
+    for a, b in zip(moore.parameters(), copy.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert moore.hidden_layer_sources() == {"activation": ["experts.0.conv.4", "experts.1.conv.4"]}
+    sac = MoE(lambda: MLP(39, [64, 64], activate_last=False), 3, 10)
+    assert sac.hidden_layer_sources() == {"activation": [f"experts.{j}.2" for j in range(3)]}

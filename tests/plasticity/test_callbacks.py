@@ -1,12 +1,12 @@
-"""The Lightning callback with a real Lightning Trainer."""
+"""The plasticity monitor callback with a ready monitor, on a plain LightningModule."""
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from torchrl_sparse.lightning import PlasticityMonitorCallback
 from torchrl_sparse.plasticity import PlasticityMonitor
-from torchrl_sparse.plasticity.callbacks import PlasticityCallback
 
 
 class TinyRegressor(pl.LightningModule):
@@ -26,7 +26,7 @@ def test_callback_logs_on_cadence(tmp_path) -> None:
     pl.seed_everything(0)
     model = TinyRegressor()
     monitor = PlasticityMonitor({"net": model.net}, ["dormant_ratio", "grad_norm"], every=16)
-    callback = PlasticityCallback(monitor)
+    callback = PlasticityMonitorCallback(monitor=monitor)
     data = TensorDataset(torch.randn(40, 4), torch.randn(40, 1))
     trainer = pl.Trainer(
         max_steps=5,

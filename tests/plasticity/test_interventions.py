@@ -4,8 +4,10 @@ import copy
 
 import pytest
 import torch
+from tensordict import TensorDict
 from torch import nn
 
+from torchrl_sparse.modules import make_ppo_actor
 from torchrl_sparse.plasticity import (
     MaskProvider,
     ReDo,
@@ -188,3 +190,78 @@ def test_bad_arguments() -> None:
         ReDo(net, every=1, masks={"0.weight": torch.ones(2, 2, dtype=torch.bool)}).apply(
             torch.randn(2, 3)
         )
+
+
+def _mt3_states(n: int = 48) -> TensorDict:
+    g = torch.Generator().manual_seed(0)
+    return TensorDict(
+        {
+            "observation": torch.randint(0, 11, (n, 3, 7, 7), generator=g).float(),
+            "task_id": torch.arange(n) % 3,
+        },
+        [n],
+    )
+
+
+OPTIMIZERS = {
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
+    "sgd": lambda params: torch.optim.SGD(params, lr=1e-2, momentum=0.9),
+    "rmsprop": lambda params: torch.optim.RMSprop(params, lr=1e-3, momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("arch", ["mtppo", "moe", "moore"])
+def test_redo_recycles_shared_units_for_every_expert_and_head(arch: str, optimizer: str) -> None:
+    torch.manual_seed(0)
+    actor = make_ppo_actor("MT3", arch=arch)
+    net = actor.module[0].module
+    opt = OPTIMIZERS[optimizer](actor.parameters())
+    states = _mt3_states()
+    dist = actor.get_dist(states.copy())
+    (-dist.log_prob(dist.sample()).mean()).backward()
+    opt.step()  # every state tensor is non-zero now
+    if arch == "mtppo":
+        sources = {"encoder.conv.4": net.encoder.conv[4]}
+    else:
+        sources = {
+            f"encoder.experts.{j}.conv.4": e.conv[4] for j, e in enumerate(net.encoder.experts)
+        }
+    masks = {
+        f"module.0.module.{name}.weight": torch.rand_like(src.weight) > 0.3
+        for name, src in sources.items()
+    }
+    dead = [3, 7]  # silence two channels of the representation: tanh(0) = 0 on every state
+    with torch.no_grad():
+        for name, src in sources.items():
+            src.weight.mul_(masks[f"module.0.module.{name}.weight"])
+            src.weight[dead] = 0.0
+            src.bias[dead] = 0.0
+    heads = [head[0] for head in net.head.heads]
+    before = [head.weight.detach().clone() for head in heads]
+    state_before = [{k: v.clone() for k, v in opt.state[h.weight].items()} for h in heads]
+
+    stats = ReDo(actor, opt, tau=0.0, every=1, masks=masks).step(1, states)
+
+    name = "0.encoder.conv.4" if arch == "mtppo" else "0.encoder.activation"
+    assert stats[f"redo/{name}"] == 2
+    cols = torch.zeros(1024, dtype=torch.bool)
+    for channel in dead:  # a channel is 16 positions of the flattened 64 x 4 x 4 features
+        cols[16 * channel : 16 * (channel + 1)] = True
+    for head, w0, s0 in zip(heads, before, state_before, strict=True):
+        assert (head.weight[:, cols] == 0).all()
+        assert torch.equal(head.weight[:, ~cols], w0[:, ~cols])
+        moments = [k for k, v in s0.items() if v.shape == w0.shape]
+        assert moments
+        for key in moments:
+            assert (opt.state[head.weight][key][:, cols] == 0).all()
+            assert (s0[key][:, cols] != 0).any()
+            assert torch.equal(opt.state[head.weight][key][:, ~cols], s0[key][:, ~cols])
+    for name, src in sources.items():
+        mask = masks[f"module.0.module.{name}.weight"]
+        assert (src.weight[dead][mask[dead]] != 0).all()  # re-initialised where active
+        assert (src.weight[dead][~mask[dead]] == 0).all()  # pruned entries stay pruned
+        assert (src.bias[dead] == 0).all()
+        for key, value in opt.state[src.weight].items():
+            if value.shape == src.weight.shape:
+                assert (value[dead] == 0).all(), key

@@ -12,11 +12,13 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 from torchrl.trainers import Trainer
 
+from torchrl_sparse.modules import make_ppo_actor
 from torchrl_sparse.plasticity import (
     ALL_METRICS,
     ObservationReservoir,
     PlasticityMonitor,
     PlasticityTrainerHook,
+    srank,
 )
 
 
@@ -161,3 +163,81 @@ def test_trainer_hook_logs_on_cadence() -> None:
     assert len(logged["plasticity/actor/fisher_trace"]) == 2  # frames 64 and 128
     assert "plasticity/actor/dormant_ratio/0.0" in logged
     assert hook.state_dict()["schedule"]["steps"] == 128
+
+
+def _mt3_states(n: int = 48) -> TensorDict:
+    g = torch.Generator().manual_seed(0)
+    return TensorDict(
+        {
+            "observation": torch.randint(0, 11, (n, 3, 7, 7), generator=g).float(),
+            "task_id": torch.arange(n) % 3,
+        },
+        [n],
+    )
+
+
+@pytest.mark.parametrize("arch", ["mtppo", "moe", "moore"])
+def test_architectures_are_measured_on_the_same_kinds_of_layers(arch: str) -> None:
+    torch.manual_seed(0)
+    actor = make_ppo_actor("MT3", arch=arch)
+    states = _mt3_states()
+    out = PlasticityMonitor(
+        {"actor": actor}, ["dormant_ratio", "srank"], task_key="task_id"
+    ).compute(states)
+    layers = {
+        k.removeprefix("plasticity/actor/dormant_ratio/")
+        for k in sorted(out.keys())
+        if k.startswith("plasticity/actor/dormant_ratio/") and "/task_" not in k
+    }
+    representation = "0.encoder.conv.4" if arch == "mtppo" else "0.encoder.activation"
+    heads = {f"0.head.heads.{t}.0" for t in range(3)}
+    convs = layers - heads - {representation}
+    assert representation in layers and heads <= layers
+    # hidden conv layers of the trunk (MTPPO) or of each of the 2 experts (MoE, MOORE)
+    assert len(convs) == (2 if arch == "mtppo" else 4)
+    assert all(".conv." in name for name in convs)
+    # srank of the representation every head reads, without naming it
+    net = actor.module[0].module
+    features = net.features(states["observation"], states["task_id"])
+    assert out["plasticity/actor/srank"] == srank(features)
+
+
+def test_metrics_draw_from_their_own_checkpointed_generator() -> None:
+    actor, critic = _actor_critic()
+    batch = _batch(64)
+
+    def monitor() -> PlasticityMonitor:
+        return PlasticityMonitor(
+            {"actor": actor, "critic": critic}, ["fisher_trace", "srank"], batch_size=16, seed=3
+        )
+
+    first = monitor()
+    global_state = torch.get_rng_state()
+    first.compute(batch)  # subsamples the batch and samples actions
+    assert torch.equal(torch.get_rng_state(), global_state)
+    resumed = monitor()
+    resumed.load_state_dict(first.state_dict())
+    expected = first.compute(batch)
+    torch.manual_seed(123)  # the global generator plays no part
+    assert (resumed.compute(batch) == expected).all()
+    assert not (monitor().compute(batch) == expected).all()  # a fresh generator draws anew
+
+
+def test_on_error_warn_logs_missing_once() -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")  # the features hold NaN: no SVD
+    metrics = ["dormant_ratio", "srank", "grad_norm"]
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        PlasticityMonitor({"net": net}, metrics).compute(torch.randn(8, 4))
+    mon = PlasticityMonitor({"net": net}, metrics, on_error="warn")
+    with pytest.warns(RuntimeWarning, match="srank could not be computed") as caught:
+        out = mon.compute(torch.randn(8, 4))
+        again = mon.compute(torch.randn(8, 4))
+    assert len(caught) == 1
+    for result in (out, again):
+        assert result["plasticity/net/srank"].isnan()
+        assert result["plasticity/net/dormant_ratio"].isnan()  # from the same forward pass
+        assert result["plasticity/net/grad_norm"] == 0
+    with pytest.raises(ValueError, match="on_error must be"):
+        PlasticityMonitor({"net": net}, on_error="ignore")  # type: ignore[arg-type]

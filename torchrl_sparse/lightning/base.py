@@ -69,11 +69,18 @@ class MultiTaskRLModule(pl.LightningModule):
         return {name: module for name, (module, _) in self.networks().items()}
 
     def feature_modules(self) -> dict[str, str]:
-        """Submodule holding each monitored network's shared representation (encoder output)."""
-        return {
-            name: next(n for n, _ in module.named_modules() if n.endswith("encoder"))
-            for name, module in self.monitored_networks().items()
-        }
+        """Submodule whose output is each monitored network's shared representation.
+
+        The output every task head reads: the network's ``encoder`` (the shared trunk), or for
+        MoE/MOORE encoders the ``tanh`` module after mixing, which the mixture declares through
+        ``hidden_layer_sources()``.
+        """
+        features = {}
+        for name, module in self.monitored_networks().items():
+            encoder = next(n for n, _ in module.named_modules() if n.endswith("encoder"))
+            declared = getattr(module.get_submodule(encoder), "hidden_layer_sources", None)
+            features[name] = f"{encoder}.{next(iter(declared()))}" if declared else encoder
+        return features
 
     def log_frames(self, scalars: dict[str, float]) -> None:
         """Log ``scalars`` to every logger against environment frames."""

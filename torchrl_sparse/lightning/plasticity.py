@@ -8,7 +8,8 @@ its first online Q-network as a :class:`~torchrl_sparse.objectives.StackedNetwor
 When a :class:`~torchrl_sparse.lightning.SparsityCallback` runs too, its masks are used:
 dormant units are counted among units that still have incoming connections, and ReDo never
 revives a pruned connection. Cadences count environment frames; every callback keeps its
-state in checkpoints.
+state in checkpoints. :class:`PlasticityMonitorCallback` also runs a ready-made
+:class:`~torchrl_sparse.plasticity.PlasticityMonitor` on any LightningModule.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
+from tensordict import TensorDictBase
 from torch import nn
 
 from torchrl_sparse.lightning.callbacks import SparsityCallback
@@ -52,12 +55,33 @@ def _mask_provider(trainer: pl.Trainer) -> Any:
     return None
 
 
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, TensorDictBase):
+        return batch.numel()
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0].shape[0]
+    return 1
+
+
 class PlasticityMonitorCallback(pl.Callback):
     """Log ``plasticity/<network>/...`` metrics every ``every_n_frames`` frames.
 
-    Metric batches of ``batch_size`` states are sampled from a reservoir of the most recent
-    ``reservoir_size`` training observations, as in the papers (1,024 states from the last
-    100k, every 10k frames).
+    On the multi-task RL modules (:class:`~torchrl_sparse.lightning.MultiTaskPPO`,
+    :class:`~torchrl_sparse.lightning.MultiTaskSAC`) the callback builds its monitor on their
+    ``monitored_networks()``: metric batches of ``batch_size`` states are sampled from a
+    reservoir of the most recent ``reservoir_size`` training observations, as in the papers
+    (1,024 states from the last 100k, every 10k frames), and metrics are logged against
+    environment frames.
+
+    On any other LightningModule, pass a ready ``monitor``: its cadence counts the size of each
+    training batch, its metric batch is the training batch (the inputs of ``(inputs, targets)``
+    pairs) unless it has a reservoir, and metrics go to ``log_dict``.
+
+    Metrics never change the training run: they draw from the monitor's own generator (seeded
+    with ``seed``, saved in checkpoints with the cadence). A metric that cannot be computed is
+    logged as NaN (missing) with one warning, never raised.
 
     Args:
         metrics: subset of ``torchrl_sparse.plasticity.ALL_METRICS`` (default: all).
@@ -67,11 +91,23 @@ class PlasticityMonitorCallback(pl.Callback):
         delta: srank threshold.
         batch_size: states per metric batch.
         reservoir_size: recent observations kept to sample from.
+        seed: seed of the metrics' generator.
+        monitor: a ready monitor, for any LightningModule; its own settings then replace the
+            other arguments.
 
     Examples:
         >>> from torchrl_sparse.lightning import PlasticityMonitorCallback
         >>> PlasticityMonitorCallback(["dormant_ratio", "srank"]).every_n_frames
         10000
+
+        With a ready monitor, for any LightningModule whose ``net`` it watches:
+
+        >>> import torch
+        >>> from torchrl_sparse.plasticity import PlasticityMonitor
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        >>> monitor = PlasticityMonitor({"net": net}, ["dormant_ratio"], every=64)
+        >>> PlasticityMonitorCallback(monitor=monitor).state_dict()["schedule"]["steps"]
+        0
     """
 
     def __init__(
@@ -83,7 +119,12 @@ class PlasticityMonitorCallback(pl.Callback):
         delta: float = 0.01,
         batch_size: int = 1_024,
         reservoir_size: int = 100_000,
+        seed: int = 0,
+        monitor: PlasticityMonitor | None = None,
     ) -> None:
+        if monitor is not None:
+            metrics, networks = list(monitor.metrics), list(monitor.modules)
+            every_n_frames, tau, delta = monitor.every, monitor.tau, monitor.delta
         self.metrics = list(metrics) if metrics is not None else list(ALL_METRICS)
         self.network_names = networks or ["actor", "critic"]
         self.every_n_frames = every_n_frames
@@ -91,7 +132,10 @@ class PlasticityMonitorCallback(pl.Callback):
         self.delta = delta
         self.batch_size = batch_size
         self.reservoir_size = reservoir_size
-        self.monitor: PlasticityMonitor | None = None
+        self.seed = seed
+        self.monitor = monitor
+        self._given = monitor is not None
+        self.reservoir: ObservationReservoir | None = None
         self._views: list[StackedNetworkView] = []
         self._pending: dict[str, Any] | None = None
 
@@ -102,6 +146,14 @@ class PlasticityMonitorCallback(pl.Callback):
         )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._given:
+            self.monitor = self._build(trainer, pl_module)
+        assert self.monitor is not None
+        if self._pending is not None:
+            self.monitor.load_state_dict(self._pending)
+            self._pending = None
+
+    def _build(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> PlasticityMonitor:
         networks = _select(pl_module.monitored_networks(), self.network_names, "to monitor")
         features = {k: v for k, v in pl_module.feature_modules().items() if k in networks}
         provider = _mask_provider(trainer)
@@ -117,7 +169,7 @@ class PlasticityMonitorCallback(pl.Callback):
         self.reservoir = ObservationReservoir(
             in_keys=list(pl_module.observation_keys), capacity=self.reservoir_size
         )
-        self.monitor = PlasticityMonitor(
+        return PlasticityMonitor(
             networks,
             self.metrics,
             tau=self.tau,
@@ -128,10 +180,9 @@ class PlasticityMonitorCallback(pl.Callback):
             masks=masks,
             task_key="task_id",
             reservoir=self.reservoir,
+            seed=self.seed,
+            on_error="warn",
         )
-        if self._pending is not None:
-            self.monitor.load_state_dict(self._pending)
-            self._pending = None
 
     def on_train_batch_end(
         self,
@@ -142,12 +193,21 @@ class PlasticityMonitorCallback(pl.Callback):
         *args: Any,
     ) -> None:
         assert self.monitor is not None
-        self.reservoir.record(batch.reshape(-1))
+        if self.reservoir is not None:
+            self.reservoir.record(batch.reshape(-1))
         for view in self._views:
             view.refresh_gradients()
-        metrics = self.monitor.step(pl_module.frames_per_update)
-        if metrics is not None:
-            pl_module.log_frames({key: float(value) for key, value in metrics.items()})
+        frames = getattr(pl_module, "frames_per_update", None) or _batch_size(batch)
+        # (inputs, targets) pairs from supervised-style loaders: the inputs are the states
+        inputs = batch[0] if isinstance(batch, list | tuple) else batch
+        metrics = self.monitor.step(frames, lambda: inputs)
+        if metrics is None:
+            return
+        scalars = {key: float(value) for key, value in metrics.items()}
+        if hasattr(pl_module, "log_frames"):
+            pl_module.log_frames(scalars)
+        else:
+            pl_module.log_dict(scalars, on_step=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.monitor is None else self.monitor.state_dict()

@@ -50,6 +50,10 @@ class MixtureOfExperts(nn.Module):
     ``orthogonal=True`` the ``k`` expert outputs are orthonormalised per sample by
     :func:`gram_schmidt` before mixing (MOORE); otherwise they are mixed as they are (MoE).
 
+    The ``tanh`` is the parameter-free submodule ``activation``, so plasticity probes see the
+    shared representation; :meth:`hidden_layer_sources` tells them that its units come from
+    the last layer of every expert (see :mod:`torchrl_sparse.plasticity.probes`).
+
     Args:
         make_expert: called ``num_experts`` times to build freshly initialised experts, each
             mapping ``[..., *in]`` to ``[..., d]``.
@@ -84,6 +88,8 @@ class MixtureOfExperts(nn.Module):
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}.")
         self.experts = nn.ModuleList(make_expert() for _ in range(num_experts))
         self.task_weights = nn.Linear(num_tasks, num_experts, bias=False)
+        # registered last and parameter-free: parameter order and state_dict keys are unchanged
+        self.activation = nn.Tanh()
         self.orthogonal = orthogonal
         self.eps = eps
 
@@ -91,6 +97,26 @@ class MixtureOfExperts(nn.Module):
     def num_experts(self) -> int:
         """Number of experts ``k``."""
         return len(self.experts)
+
+    def hidden_layer_sources(self) -> dict[str, list[str]]:
+        """The layers producing the units of the mixed representation, for plasticity probes.
+
+        Returns:
+            ``{"activation": [the last Linear/Conv of every expert]}`` (names relative to this
+            module): unit ``i`` of the representation mixes unit ``i`` of every expert.
+
+        Examples:
+            >>> from torchrl_sparse.modules import MiniGridCNN
+            >>> MixtureOfExperts(MiniGridCNN, 2, 3).hidden_layer_sources()
+            {'activation': ['experts.0.conv.4', 'experts.1.conv.4']}
+        """
+        layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        sources = []
+        for j, expert in enumerate(self.experts):
+            names = [n for n, m in expert.named_modules() if isinstance(m, layers)]
+            if names:
+                sources.append(f"experts.{j}.{names[-1]}" if names[-1] else f"experts.{j}")
+        return {"activation": sources}
 
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Expert outputs ``[..., k, d]``, orthonormalised per sample if ``orthogonal``."""
@@ -108,7 +134,7 @@ class MixtureOfExperts(nn.Module):
         mixed = outputs[0] * weights[..., 0, :]
         for j in range(1, len(outputs)):
             mixed = torch.addcmul(mixed, outputs[j], weights[..., j, :])
-        return torch.tanh(mixed)
+        return self.activation(mixed)
 
 
 class MoE(MixtureOfExperts):

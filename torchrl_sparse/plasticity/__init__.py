@@ -1,7 +1,7 @@
 """Plasticity toolkit: activation probes, metrics, interventions and monitors.
 
-The Lightning callback lives in :mod:`torchrl_sparse.plasticity.callbacks` (Lightning is an
-optional dependency and is not imported here).
+The Lightning callbacks live in :mod:`torchrl_sparse.lightning` (Lightning is an optional
+dependency and is not imported here).
 """
 
 from torchrl_sparse.plasticity.fisher import DistFn, fisher_trace

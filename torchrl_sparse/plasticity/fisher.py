@@ -20,11 +20,15 @@ Actions are sampled from the policy itself (not taken from the batch). Three exa
 ``"ghost"`` assumes batch-first layers that do not mix samples (it refuses ``BatchNorm`` using
 batch statistics) and parameters used only inside their own module's ``forward``. A layer whose
 input rows are not the batch (per-task heads see a subset of the samples; inputs flattened into
-the batch give several rows per sample) is resolved by a second backward, only as deep as such
-layers, of ``sum_i (i + 1) log pi(a_i|s_i)``: a row's output gradient is scaled by its sample's
-weight, which identifies the sample (a row mixing samples raises ``ValueError``). The actions
-are drawn from the distribution of the recorded forward, the same draws as a separate no-grad
-forward would give.
+the batch give several rows per sample) is resolved by a few more backwards, only as deep as
+such layers, of ``sum_i 2^(d_k(i)) log pi(a_i|s_i)`` with ``d_k(i)`` the ``k``-th base-16 digit
+of the sample index: a row's output gradient is scaled by its sample's weight, which spells the
+sample's index. Scaling by a power of two is exact in floating point, so the digits are read
+exactly even where the gradient is mostly cancellation (a near-deterministic policy, whose
+``1 - pi(a|s)`` is below float32 resolution). Should a row still not belong to one sample (a
+layer that mixes samples), the trace is computed with ``"vmap"`` instead. The actions are drawn
+from the distribution of the recorded forward, the same draws as a separate no-grad forward
+would give.
 
 Supported policies:
 
@@ -105,7 +109,8 @@ def fisher_trace(
 
     Raises:
         ValueError: on an empty batch or an unknown ``method``; with ``"ghost"``, on a
-            ``BatchNorm`` using batch statistics or a layer mixing samples.
+            ``BatchNorm`` using batch statistics, or when a layer mixes samples and per-sample
+            gradients cannot be taken either.
 
     Examples:
         >>> import torch
@@ -128,7 +133,18 @@ def fisher_trace(
     masks = masks or {}
     names = [name for name, p in policy.named_parameters() if p.requires_grad]
     if method == "ghost":
-        return float(_ghost_sq_norm_sum(policy, batch, dist_fn, names, masks, chunk_size)) / n
+        total, actions = _ghost_sq_norm_sum(policy, batch, dist_fn, names, masks, chunk_size)
+        if total is not None:
+            return float(total) / n
+        try:
+            return float(
+                _vmap_sq_norms(policy, batch, actions, dist_fn, names, masks, chunk_size).mean()
+            )
+        except Exception as error:
+            raise ValueError(
+                "fisher_trace: a layer's rows mix samples, and per-sample gradients (vmap) fail "
+                f"on this policy ({type(error).__name__}: {error})"
+            ) from error
     with torch.no_grad():
         actions = dist_fn(policy, batch).sample()
     if method == "vmap":
@@ -199,8 +215,9 @@ class _Layer:
             for x, y, v in zip(self.inputs, self.outputs, self.versions, strict=True)
         )
 
-    # (stage, call) -> gradient of the call's output; stage "w" is the sample-weighted backward
-    grads: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
+    # (stage, call) -> gradient of the call's output; stage k >= 0 is the backward weighted
+    # by 2^(k-th base-16 digit of the sample index), stage -1 the unweighted one
+    grads: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
     def rows(self, call: int) -> int:
         """Leading (batch) size of a call's input, 0 for an unbatched call."""
@@ -299,30 +316,60 @@ def _row_sq_norms(
     return out
 
 
-def _sample_of_rows(g: torch.Tensor, gw: torch.Tensor, n: int) -> torch.Tensor:
-    """Sample index of each row ``[R, ...]`` from its gradients under weights 1 and ``i + 1``.
+#: Sample indices are spelled in this base, one weighted backward per digit; digit ``d`` weighs
+#: by ``2^d`` (at most 2^15: far from float32 overflow).
+_BASE = 16
+_MAIN = -1
 
-    Rows with a zero gradient get -1 (they add nothing).
+
+class _RowsMixSamples(Exception):
+    """A layer's row is not the gradient of a single sample."""
+
+
+def _digits(n: int) -> int:
+    """Base-16 digits needed for the indices ``0..n-1``."""
+    return max(1, ((n - 1).bit_length() + 3) // 4)
+
+
+def _digit_weights(n: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    digit = torch.arange(n, device=like.device) // _BASE**k % _BASE
+    return torch.pow(2.0, digit).to(like.dtype)
+
+
+def _sample_of_rows(g: torch.Tensor, gw: list[torch.Tensor], n: int) -> torch.Tensor:
+    """Sample index of each row ``[R, ...]`` from its gradients: plain, and per digit weighted.
+
+    Rows with a zero or negligible gradient get -1: below ``1e-12`` of the largest row's norm
+    they add nothing to the trace, and their entries may be float32 subnormals, which do not
+    scale exactly.
+
+    Raises:
+        _RowsMixSamples: if a row is not one sample's gradient scaled by a power of two.
     """
-    g, gw = g.flatten(1), gw.flatten(1)
+    g = g.flatten(1).double()
     gg = g.square().sum(1)
-    live = gg > 0
-    ids = ((gw * g).sum(1) / gg.clamp_min(torch.finfo(g.dtype).tiny)).round()
-    err = (gw - ids[:, None] * g).square().sum(1)
-    bad = live & ((ids < 1) | (ids > n) | (err > 1e-6 * gw.square().sum(1)))
+    live = gg > gg.max() * 1e-24 if gg.numel() else gg > 0
+    ids = torch.zeros_like(gg, dtype=torch.long)
+    bad = torch.zeros_like(live)
+    for k, weighted in enumerate(gw):
+        weighted = weighted.flatten(1).double()
+        ratio = (weighted * g).sum(1) / gg.clamp_min(torch.finfo(g.dtype).tiny)
+        digit = ratio.clamp_min(0.5).log2().round()
+        err = (weighted - digit.exp2()[:, None] * g).square().sum(1)
+        bad |= (digit < 0) | (digit >= _BASE) | (err > 1e-10 * weighted.square().sum(1))
+        ids += digit.clamp(0, _BASE - 1).long() * _BASE**k
+    bad = live & (bad | (ids >= n))
     if bad.any():
-        raise ValueError(
-            "fisher_trace(method='ghost'): a layer's rows mix samples; use method='vmap'"
-        )
-    return torch.where(live, ids.long() - 1, -1)
+        raise _RowsMixSamples
+    return torch.where(live, ids, -1)
 
 
 def _layer_sq_norm_sum(layer: _Layer, n: int, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``sum_i ||mask * grad_layer log pi(a_i|s_i)||^2`` over the batch."""
-    calls = [c for c in range(len(layer.inputs)) if ("main", c) in layer.grads]
+    calls = [c for c in range(len(layer.inputs)) if (_MAIN, c) in layer.grads]
     if not calls:
         return torch.zeros(())
-    factors = [_factors(layer, c, layer.grads["main", c]) for c in calls]
+    factors = [_factors(layer, c, layer.grads[_MAIN, c]) for c in calls]
     if all(layer.rows(c) == n for c in calls):
         # batch-first: row i is sample i in every call; a sample's calls are extra positions
         a = factors[0][0] if len(calls) == 1 else torch.cat([f[0] for f in factors], 1)
@@ -330,7 +377,9 @@ def _layer_sq_norm_sum(layer: _Layer, n: int, masks: Mapping[str, torch.Tensor])
         return _row_sq_norms(layer, a, b, masks).sum()
     ids = [
         _sample_of_rows(
-            layer.grads["main", c].reshape(len(b), -1), layer.grads["w", c].reshape(len(b), -1), n
+            layer.grads[_MAIN, c].reshape(len(b), -1),
+            [layer.grads[k, c].reshape(len(b), -1) for k in range(_digits(n))],
+            n,
         )
         for (_, b), c in zip(factors, calls, strict=True)
     ]
@@ -360,10 +409,13 @@ def _ghost_sq_norm_sum(
     names: list[str],
     masks: Mapping[str, torch.Tensor],
     chunk_size: int | None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Sample ``a_i ~ pi(.|s_i)``; ``sum_i ||grad log pi(a_i|s_i)||^2`` by ghost norms.
 
     Parameters not covered by a hooked layer go to ``vmap``.
+
+    Returns:
+        The sum (``None`` when a layer's rows mix samples) and the sampled actions.
     """
     for m in policy.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
@@ -374,7 +426,7 @@ def _ghost_sq_norm_sum(
                 "use eval mode or method='vmap'"
             )
     layers, rest = _plan(policy, names)
-    stage = ["main"]
+    stage = [_MAIN]
 
     def record(layer: _Layer) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
@@ -416,23 +468,25 @@ def _ghost_sq_norm_sum(
         ambiguous = [
             layer for layer in layers if any(layer.rows(c) != n for c in range(len(layer.inputs)))
         ]
-        if ambiguous:
-            stage[0] = "w"
-            weights = torch.arange(1, n + 1, dtype=logp.dtype, device=logp.device)
+        for k in range(_digits(n)) if ambiguous else ():
+            stage[0] = k
             torch.autograd.grad(
-                (weights * logp).sum(),
+                (_digit_weights(n, k, logp) * logp).sum(),
                 [y for layer in ambiguous for y in layer.outputs],
                 retain_graph=True,
                 allow_unused=True,
             )
-            stage[0] = "main"
+        stage[0] = _MAIN
         # to the layer outputs only: the weight gradients are not needed
         torch.autograd.grad(
             logp.sum(), [y for layer in layers for y in layer.outputs], allow_unused=True
         )
-        total = sum(_layer_sq_norm_sum(layer, n, masks) for layer in layers)
+        try:
+            total = sum(_layer_sq_norm_sum(layer, n, masks) for layer in layers)
+        except _RowsMixSamples:
+            return None, actions
     if rest:
         total = (
             total + _vmap_sq_norms(policy, batch, actions, dist_fn, rest, masks, chunk_size).sum()
         )
-    return total
+    return total, actions

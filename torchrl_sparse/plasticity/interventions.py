@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchrl_sparse.plasticity.masks import MaskSource, incoming_alive, resolve_masks
+from torchrl_sparse.plasticity.masks import MaskSource, resolve_masks
 from torchrl_sparse.plasticity.metrics import check_tau, unit_scores
 from torchrl_sparse.plasticity.probes import ActivationProbe, HiddenLayer
 
@@ -146,7 +146,9 @@ class ReDo(_Scheduled):
 
     Units whose score ``s_i <= tau`` (see :func:`~torchrl_sparse.plasticity.unit_scores`) get
     their incoming weights re-initialised, their bias and outgoing weights zeroed, and the
-    optimizer state of those rows/columns zeroed. Inside a sparse layer only the active incoming
+    optimizer state of those rows/columns zeroed. Incoming weights live in every source layer
+    of the unit (every expert of a mixture), outgoing weights in every consumer (every task
+    head reading a shared representation). Inside a sparse layer only the active incoming
     entries are re-initialised, so no pruned connection is revived; units without any incoming
     connection are left alone. Hidden layers follow the rule of
     :mod:`~torchrl_sparse.plasticity.probes`.
@@ -231,37 +233,52 @@ class ReDo(_Scheduled):
         probe = ActivationProbe.capture(self.module, batch, self.layers)
         stats: dict[str, int] = {}
         for layer, act in probe:
-            scores = unit_scores(act, layer.unit_dim(self.module)).cpu()
-            alive = incoming_alive(masks, layer.source, scores.shape[0])
-            dormant = (scores <= self.tau) & alive
+            # per-sample unit means are non-negative: their scores are the units' scores
+            scores = unit_scores(layer.unit_abs_mean(self.module, act)).cpu()
+            dormant = (scores <= self.tau) & layer.alive(masks, scores.shape[0])
             stats[f"redo/{layer.name}"] = int(dormant.sum())
             if dormant.any():
-                self._recycle(layer, dormant, masks)
+                positions = layer.unit_view(self.module, act).shape[-1]
+                self._recycle(layer, dormant, positions, masks)
         self.count += 1
         stats["redo/total"] = sum(stats.values())
         return stats
 
     def _recycle(
-        self, layer: HiddenLayer, dormant: torch.Tensor, masks: dict[str, torch.Tensor]
+        self,
+        layer: HiddenLayer,
+        dormant: torch.Tensor,
+        positions: int,
+        masks: dict[str, torch.Tensor],
     ) -> None:
-        src = self.module.get_submodule(layer.source)
-        dormant = dormant.to(src.weight.device)
-        fresh = self.init_fn(src).to(src.weight)
-        mask = masks.get(_qual(layer.source, "weight"))
-        if mask is not None:
-            fresh = fresh * mask
-        src.weight[dormant] = fresh[dormant]
-        reset_optimizer_state(self.optimizer, src.weight, dormant, 0)
-        if src.bias is not None:
-            src.bias[dormant] = 0.0
-            reset_optimizer_state(self.optimizer, src.bias, dormant, 0)
-        if layer.next is None:
-            return
-        nxt = self.module.get_submodule(layer.next)
-        # a flattened conv output feeds a Linear with in_features = channels * spatial size
-        cols = dormant.repeat_interleave(nxt.weight.shape[1] // dormant.shape[0])
-        nxt.weight[:, cols] = 0.0
-        reset_optimizer_state(self.optimizer, nxt.weight, cols, 1)
+        for name in layer.sources:
+            src = self.module.get_submodule(name)
+            rows = dormant.to(src.weight.device)
+            fresh = self.init_fn(src).to(src.weight)
+            mask = masks.get(_qual(name, "weight"))
+            if mask is not None:
+                fresh = fresh * mask
+            src.weight[rows] = fresh[rows]
+            reset_optimizer_state(self.optimizer, src.weight, rows, 0)
+            if src.bias is not None:
+                src.bias[rows] = 0.0
+                reset_optimizer_state(self.optimizer, src.bias, rows, 0)
+        for name in layer.consumers:
+            nxt = self.module.get_submodule(name)
+            # a Linear reads a flattened conv output: ``positions`` columns per channel, the
+            # units first (inputs concatenated after them, e.g. a task one-hot, are kept)
+            per_unit = positions if isinstance(nxt, nn.Linear) else 1
+            width = nxt.weight.shape[1]
+            if width < dormant.numel() * per_unit:
+                raise ValueError(
+                    f"consumer {name!r} reads {width} inputs but the {dormant.numel()} units of "
+                    f"hidden layer {layer.name!r} span {dormant.numel() * per_unit}"
+                )
+            cols = torch.zeros(width, dtype=torch.bool)
+            cols[: dormant.numel() * per_unit] = dormant.repeat_interleave(per_unit)
+            cols = cols.to(nxt.weight.device)
+            nxt.weight[:, cols] = 0.0
+            reset_optimizer_state(self.optimizer, nxt.weight, cols, 1)
 
 
 class Reset(_Scheduled):

@@ -1,6 +1,6 @@
 """Plasticity metrics: dormant ratio, effective ranks, norms, drift, active units.
 
-Definitions follow ``DESIGN.md`` section 4:
+Definitions follow the papers:
 
 * **Dormant ratio** (Sokar et al. 2023): for each hidden unit (a conv channel is one unit)
   ``s_i = E|h_i| / (mean_k E|h_k| + 1e-9)`` over the batch, the mean running over all units of
@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from torchrl_sparse.plasticity.masks import incoming_alive
 from torchrl_sparse.plasticity.probes import ActivationProbe, HiddenLayer
 
 __all__ = [
@@ -241,8 +240,8 @@ def dormant_ratio(
     masks = masks or {}
     rows: list[tuple[HiddenLayer, torch.Tensor, torch.Tensor]] = []
     for layer, act in probe:
-        per_sample = per_unit_abs_mean(act, layer.unit_dim(module))
-        alive = incoming_alive(masks, layer.source, per_sample.shape[-1]).to(per_sample.device)
+        per_sample = layer.unit_abs_mean(module, act)
+        alive = layer.alive(masks, per_sample.shape[-1]).to(per_sample.device)
         rows.append((layer, per_sample, alive))
     overall, per_layer = _pooled(((h.name, x.mean(0), a) for h, x, a in rows), tau)
     stats = DormantStats(overall, per_layer, alive={h.name: int(a.sum()) for h, _, a in rows})
@@ -292,8 +291,8 @@ def active_unit_fraction(
     masks = masks or {}
     active, total = 0, 0
     for layer, act in probe:
-        per_sample = per_unit_abs_mean(act, layer.unit_dim(module))
-        alive = incoming_alive(masks, layer.source, per_sample.shape[-1]).to(per_sample.device)
+        per_sample = layer.unit_abs_mean(module, act)
+        alive = layer.alive(masks, per_sample.shape[-1]).to(per_sample.device)
         active += int(((per_sample > 0).any(0) & alive).sum())
         total += int(alive.sum())
     return active / total if total else 0.0

@@ -21,8 +21,11 @@ layer's readable name, see :mod:`~torchrl_sparse.plasticity.probes`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from tensordict import NestedKey, TensorDict, TensorDictBase
@@ -59,6 +62,12 @@ _ACTIVATION_METRICS = {"dormant_ratio", "active_units"} | _FEATURE_METRICS
 class PlasticityMonitor:
     """Compute a chosen set of plasticity metrics for named modules on a cadence.
 
+    Metrics never change the training run: every random draw they make (subsampling the
+    batch, sampling the reservoir, the Fisher trace's actions, the actions a
+    :class:`~torchrl_sparse.objectives.StackedNetworkView` samples) comes from the monitor's
+    own generator, seeded by ``seed`` and saved in :meth:`state_dict`; the global torch
+    generators are left exactly as they were.
+
     Args:
         modules: ``{name: module}``, e.g. ``{"actor": actor, "critic": critic}``; plain modules
             and TensorDict modules both work.
@@ -70,7 +79,8 @@ class PlasticityMonitor:
         batch_size: size of the metric batch (the papers: 1,024).
         features: ``{name: qualified submodule name}`` whose output is the representation for
             the rank and feature-norm metrics (e.g. the shared trunk); default: the last hidden
-            layer of the module.
+            layer that sees every sample of the batch (the shared representation of a
+            multi-head network, not a task head).
         policies: names whose module is a policy for ``fisher_trace``; default: those with a
             ``get_dist`` method (TorchRL ``ProbabilisticActor``).
         masks: ``{name: masks or MaskProvider}``; units without incoming connections are not
@@ -81,11 +91,14 @@ class PlasticityMonitor:
         input_key: key fed to plain (non-TensorDict) modules when the batch is a TensorDict.
         fisher_chunk_size: per-sample gradients are computed this many samples at a time
             (bounds memory: each sample holds a full copy of the actor's gradient).
+        seed: seed of the monitor's generator.
+        on_error: ``"raise"``, or ``"warn"``: a metric that cannot be computed is returned as
+            NaN (missing) and a warning names it and the error, once per metric.
 
     Raises:
-        ValueError: on an unknown metric, a bad ``tau``/``delta``/``every``, an unknown module
-            name in ``features``/``policies``/``masks``, or a module without hidden layers when
-            an activation metric is requested.
+        ValueError: on an unknown metric, a bad ``tau``/``delta``/``every``/``on_error``, an
+            unknown module name in ``features``/``policies``/``masks``, or a module without
+            hidden layers when an activation metric is requested.
 
     Examples:
         >>> import torch
@@ -99,6 +112,14 @@ class PlasticityMonitor:
         plasticity/actor/dormant_ratio/0
         plasticity/actor/srank
         >>> mon.step(50, torch.randn(64, 4)) is None  # not due yet
+        True
+
+        Sampling actions for the Fisher trace leaves the global generator untouched:
+
+        >>> x = torch.randn(64, 4)
+        >>> state = torch.get_rng_state()
+        >>> _ = PlasticityMonitor({"actor": net}, ["fisher_trace"]).compute(x)
+        >>> torch.equal(torch.get_rng_state(), state)
         True
     """
 
@@ -118,6 +139,8 @@ class PlasticityMonitor:
         reservoir: ObservationReservoir | None = None,
         input_key: NestedKey = "observation",
         fisher_chunk_size: int | None = 256,
+        seed: int = 0,
+        on_error: Literal["raise", "warn"] = "raise",
     ) -> None:
         if not modules:
             raise ValueError("modules must name at least one module to monitor, got {}")
@@ -126,6 +149,8 @@ class PlasticityMonitor:
             raise ValueError(f"unknown metrics {unknown}; allowed are {list(ALL_METRICS)}")
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got batch_size={batch_size}")
+        if on_error not in ("raise", "warn"):
+            raise ValueError(f"on_error must be 'raise' or 'warn', got on_error={on_error!r}")
         self.modules = dict(modules)
         self.metrics = tuple(m for m in ALL_METRICS if m in metrics)
         self.tau = M.check_tau(tau)
@@ -152,6 +177,9 @@ class PlasticityMonitor:
         self.reservoir = reservoir
         self.input_key = input_key
         self.fisher_chunk_size = fisher_chunk_size
+        self.on_error = on_error
+        self.generator = torch.Generator().manual_seed(seed)
+        self._warned: set[str] = set()
         self._schedule = _Scheduled(every, None)
         self._probes: dict[str, ActivationProbe] = {}
         if _ACTIVATION_METRICS & set(self.metrics):
@@ -165,6 +193,24 @@ class PlasticityMonitor:
     def every(self) -> int:
         """Cadence in steps."""
         return self._schedule.every
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run the block on global generators seeded from the monitor's, then restore them."""
+        cuda = sorted(
+            {
+                p.device.index or 0
+                for m in self.modules.values()
+                for p in m.parameters()
+                if p.device.type == "cuda"
+            }
+        )
+        seed = int(torch.randint(2**62, (), generator=self.generator))
+        with torch.random.fork_rng(devices=cuda):
+            torch.default_generator.manual_seed(seed)
+            for index in cuda:
+                torch.cuda.default_generators[index].manual_seed(seed)
+            yield
 
     def _metric_batch(self, batch: Any) -> Any:
         if self.reservoir is not None:
@@ -187,21 +233,45 @@ class PlasticityMonitor:
             return batch.get(self.input_key)
         return batch
 
-    def compute(self, batch: TensorDictBase | torch.Tensor | None = None) -> TensorDict:
+    def compute(self, batch: Any | Callable[[], Any] = None) -> TensorDict:
         """Compute every selected metric now.
 
         Args:
-            batch: the states to evaluate on (ignored when a reservoir is set; subsampled to
-                ``batch_size``).
+            batch: the states to evaluate on, or a zero-argument callable returning them
+                (ignored when a reservoir is set; subsampled to ``batch_size``).
 
         Returns:
             A TensorDict of 0-dim float tensors with the keys listed in :mod:`.monitor`.
         """
-        batch = self._metric_batch(batch)
         out: dict[str, float] = {}
-        for name, module in self.modules.items():
-            out.update(self._compute_one(name, module, batch))
+        with self._own_rng():
+            batch = self._metric_batch(batch() if callable(batch) else batch)
+            for name, module in self.modules.items():
+                out.update(self._compute_one(name, module, batch))
         return TensorDict({k: torch.tensor(float(v)) for k, v in out.items()}, [])
+
+    def _guarded(self, out: dict[str, float], keys: list[str], fn: Callable[[], Any]) -> None:
+        """``out.update`` with ``fn()`` (a float for ``keys[0]``, or a dict of entries).
+
+        With ``on_error="warn"`` a failure sets every key in ``keys`` to NaN and warns once.
+        """
+        if self.on_error == "raise":
+            value = fn()
+        else:
+            try:
+                value = fn()
+            except Exception as error:  # a metric must never stop training
+                if keys[0] not in self._warned:
+                    self._warned.add(keys[0])
+                    warnings.warn(
+                        f"{', '.join(keys)} could not be computed ({type(error).__name__}: "
+                        f"{error}); logged as NaN (missing) whenever this fails, without "
+                        "further warnings.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                value = dict.fromkeys(keys, math.nan)
+        out.update(value if isinstance(value, dict) else {keys[0]: value})
 
     def _compute_one(self, name: str, module: nn.Module, batch: Any) -> dict[str, float]:
         pre = f"plasticity/{name}"
@@ -209,41 +279,49 @@ class PlasticityMonitor:
         masks = resolve_masks(self.masks.get(name), module)
         x = self._input_for(module, batch)
         if name in self._probes:
-            probe = self._probes[name]
-            feats: list[torch.Tensor] = []
-            handle = None
-            if name in self.features:
-                sub = module.get_submodule(self.features[name])
-                handle = sub.register_forward_hook(lambda _m, _i, o: feats.append(o.detach()))
-            try:
-                with probe, torch.no_grad():
-                    run_module(module, x)
-            finally:
-                if handle is not None:
-                    handle.remove()
-            features = feats[-1] if feats else probe.activations[probe.layers[-1].name]
-            out.update(self._activation_metrics(pre, module, probe, features, masks, batch))
+            self._guarded(
+                out,
+                [f"{pre}/{m}" for m in self.metrics if m in _ACTIVATION_METRICS],
+                lambda: self._activation_metrics(pre, name, module, masks, batch, x),
+            )
         if "weight_norm" in self.metrics:
-            out[f"{pre}/weight_norm"] = M.weight_norm(module)
+            self._guarded(out, [f"{pre}/weight_norm"], lambda: M.weight_norm(module))
         if "weight_drift" in self.metrics:
-            out[f"{pre}/weight_drift"] = M.weight_drift(module, self.initial[name])
+            self._guarded(
+                out, [f"{pre}/weight_drift"], lambda: M.weight_drift(module, self.initial[name])
+            )
         if "grad_norm" in self.metrics:
-            out[f"{pre}/grad_norm"] = M.grad_norm(module)
+            self._guarded(out, [f"{pre}/grad_norm"], lambda: M.grad_norm(module))
         if "fisher_trace" in self.metrics and name in self.policies:
-            out[f"{pre}/fisher_trace"] = fisher_trace(
-                module, x, masks=masks, chunk_size=self.fisher_chunk_size
+            self._guarded(
+                out,
+                [f"{pre}/fisher_trace"],
+                lambda: fisher_trace(module, x, masks=masks, chunk_size=self.fisher_chunk_size),
             )
         return out
 
     def _activation_metrics(
         self,
         pre: str,
+        name: str,
         module: nn.Module,
-        probe: ActivationProbe,
-        features: torch.Tensor,
         masks: dict[str, torch.Tensor],
         batch: Any,
+        x: Any,
     ) -> dict[str, float]:
+        probe = self._probes[name]
+        feats: list[torch.Tensor] = []
+        handle = None
+        if name in self.features:
+            sub = module.get_submodule(self.features[name])
+            handle = sub.register_forward_hook(lambda _m, _i, o: feats.append(o.detach()))
+        try:
+            with probe, torch.no_grad():
+                run_module(module, x)
+        finally:
+            if handle is not None:
+                handle.remove()
+        features = feats[-1] if feats else self._default_features(module, probe, x)
         out: dict[str, float] = {}
         if "dormant_ratio" in self.metrics:
             task = None
@@ -268,6 +346,17 @@ class PlasticityMonitor:
             out[f"{pre}/feature_norm"] = M.feature_norm(features)
         return out
 
+    @staticmethod
+    def _default_features(module: nn.Module, probe: ActivationProbe, x: Any) -> torch.Tensor:
+        """The last probed activation with one row per sample of the batch."""
+        n = x.batch_size[0] if isinstance(x, TensorDictBase) else x.shape[0]
+        recorded = list(probe)
+        for layer, act in reversed(recorded):
+            view = layer.unit_view(module, act)
+            if view.reshape(-1, view.shape[-2] * view.shape[-1]).shape[0] == n:
+                return act.reshape(n, -1)
+        return recorded[-1][1]
+
     def step(self, frames: int = 1, batch: Any | Callable[[], Any] = None) -> TensorDict | None:
         """Advance the step counter by ``frames``; compute the metrics when due.
 
@@ -281,15 +370,21 @@ class PlasticityMonitor:
         if not self._schedule._due(frames):
             return None
         self._schedule.count += 1
-        return self.compute(batch() if callable(batch) else batch)
+        return self.compute(batch)
 
     def state_dict(self) -> dict[str, Any]:
-        """Cadence counters and the initial-weight snapshots used for drift."""
-        return {"schedule": self._schedule.state_dict(), "initial": self.initial}
+        """Cadence counters, the generator and the initial-weight snapshots used for drift."""
+        return {
+            "schedule": self._schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "initial": self.initial,
+        }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""
         self._schedule.load_state_dict(state_dict["schedule"])
+        if "generator" in state_dict:
+            self.generator.set_state(state_dict["generator"])
         self.initial = {
             n: {k: v.clone() for k, v in params.items()}
             for n, params in state_dict["initial"].items()
