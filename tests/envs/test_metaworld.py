@@ -10,7 +10,13 @@ from tensordict import TensorDictBase
 from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
-from torchrl_sparse.envs import METAWORLD_SUITES, MetaWorldMultiTaskEnv, per_task_mean
+from torchrl_sparse.envs import (
+    METAWORLD_SUITES,
+    MetaWorldMultiTaskEnv,
+    make_metaworld_env,
+    metaworld_task_names,
+    per_task_mean,
+)
 
 
 def test_specs(mt10_env: TransformedEnv) -> None:
@@ -87,3 +93,28 @@ def test_scripted_rollout_reports_success(mt10_env: TransformedEnv) -> None:
 def test_bad_input() -> None:
     with pytest.raises(ValueError, match="allowed: \\['MT10', 'MT50'\\]"):
         MetaWorldMultiTaskEnv("MT20")
+
+
+def test_explicit_task_list_runs_those_tasks() -> None:
+    env = make_metaworld_env(["reach-v3", "window-close-v3"], seed=0, max_episode_steps=5)
+    check_env_specs(env)
+    assert env.base_env.task_names == ["reach-v3", "window-close-v3"]
+    rollout = env.rollout(6, break_when_any_done=False)
+    assert rollout["task_id"][:, 0].tolist() == [0, 1]
+    assert rollout["next", "truncated"][:, 4].all()
+    classes = [type(e.unwrapped).__name__ for e in env.base_env._envs]
+    assert classes == ["SawyerReachEnvV3", "SawyerWindowCloseEnvV3"]
+
+
+@pytest.mark.parametrize(
+    ("suite", "message"),
+    [
+        ("MT11", "Unknown MetaWorld suite 'MT11'"),
+        (["reach-v3", "fly-v3"], r"unknown: \['fly-v3'\]"),
+        (["reach-v3", "reach-v3"], "distinct task names"),
+        ([], "distinct task names"),
+    ],
+)
+def test_bad_suites_are_refused(suite, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        metaworld_task_names(suite)

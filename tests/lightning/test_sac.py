@@ -25,14 +25,14 @@ from tensordict import TensorDict
 
 from torchrl_sparse.envs import METAWORLD_SUITES
 from torchrl_sparse.lightning import MultiTaskSAC
-from torchrl_sparse.lightning.cli import load_recipe, main
+from torchrl_sparse.lightning.cli import load_recipe, main, run
 from torchrl_sparse.lightning.figures import read_scalars
 
 from .conftest import REPO, run_cli, write_recipe
 
 TASKS = list(METAWORLD_SUITES["MT10"])
 SAC_RECIPES = sorted(
-    str(p.relative_to(REPO)) for p in (REPO / "recipes" / "metaworld").rglob("*.yaml")
+    str(p.relative_to(REPO)) for p in (REPO / "recipes" / "metaworld" / "mt10").rglob("*.yaml")
 )
 # A tiny run: 100-frame batches (10 steps of the 10 tasks), 20-step episodes, 2 updates per batch
 # on 20 transitions (2 per task), GMP on actor and critics reaching 90% at 300 frames.
@@ -230,7 +230,8 @@ def test_nan_guard_names_the_loss_and_frame(runs: Runs) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"suite": "MT3"}, "Unknown suite 'MT3'; allowed: ['MT10', 'MT50']"),
+        ({"suite": "MT3"}, "Unknown MetaWorld suite 'MT3'; allowed: ['MT10', 'MT50'] or a list"),
+        ({"suite": ["reach-v3", "fly-v3"]}, "unknown: ['fly-v3']"),
         ({"arch": "paco"}, "Unknown arch 'paco'; allowed: ['mtsac', 'moe', 'moore']"),
         ({"batch_size": 1285}, "batch_size=1285 must be a multiple of the number of tasks (10)"),
         ({"utd_ratio": 0.001}, "utd_ratio=0.001 gives 0 updates per batch of 1000 frames"),
@@ -346,3 +347,10 @@ def test_ddp_two_ranks_hold_identical_masks_and_parameters(tmp_path: Path) -> No
     # ... also in memory: the shared scratch directory is split by rank.
     assert sorted(path.name for path in scratch.iterdir()) == ["rank0", "rank1"]
     assert not torch.equal(buffer0["observation"][:20], buffer1["observation"][:20])
+
+
+def test_cpu_recipe_runs_two_named_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    cli = run(["--config", "recipes/metaworld/cpu/reach_window_close.yaml"], run=False)
+    assert cli.model.task_names == ["reach-v3", "window-close-v3"]
+    assert (cli.model.frames_per_batch, cli.model.updates_per_batch) == (1000, 500)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         METAWORLD_SUITES,
         MetaWorldMultiTaskEnv,
         make_metaworld_env,
+        metaworld_task_names,
     )
     from torchrl_sparse.envs.minigrid import (
         MINIGRID_RETURN_NORMALIZERS,
@@ -34,6 +35,7 @@ _SUBMODULE = {
     "METAWORLD_SUITES": "metaworld",
     "MetaWorldMultiTaskEnv": "metaworld",
     "make_metaworld_env": "metaworld",
+    "metaworld_task_names": "metaworld",
     "MINIGRID_RETURN_NORMALIZERS": "minigrid",
     "MINIGRID_SUITES": "minigrid",
     "MiniGridMultiTaskEnv": "minigrid",
@@ -56,6 +58,7 @@ __all__ = [
     "egocentric_obs",
     "make_metaworld_env",
     "make_minigrid_env",
+    "metaworld_task_names",
     "minigrid_task_ids",
     "per_task_mean",
     "use_fast_observations",

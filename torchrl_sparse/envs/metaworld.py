@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import metaworld
 import numpy as np
 import torch
@@ -12,7 +14,12 @@ from torchrl.envs import EnvBase, TransformedEnv
 
 from torchrl_sparse.transforms import TaskOneHot
 
-__all__ = ["METAWORLD_SUITES", "MetaWorldMultiTaskEnv", "make_metaworld_env"]
+__all__ = [
+    "METAWORLD_SUITES",
+    "MetaWorldMultiTaskEnv",
+    "make_metaworld_env",
+    "metaworld_task_names",
+]
 
 METAWORLD_SUITES: dict[str, tuple[str, ...]] = {
     "MT10": tuple(env_dict.MT10_V3),
@@ -21,6 +28,39 @@ METAWORLD_SUITES: dict[str, tuple[str, ...]] = {
 """Task names per suite, in task-id order (MetaWorld v3 environments)."""
 
 _GOAL_DIMS = slice(-3, None)
+
+
+def metaworld_task_names(suite: str | Sequence[str]) -> tuple[str, ...]:
+    """The tasks of a suite: ``"MT10"``, ``"MT50"``, or an explicit list of MetaWorld v3 tasks.
+
+    A list (e.g. ``["reach-v3", "window-close-v3"]``) runs the same multi-task code on a few
+    tasks, small enough for a CPU; task ids follow the list's order.
+
+    Raises:
+        ValueError: for an unknown suite or task name, an empty list or a repeated task.
+
+    Examples:
+        >>> metaworld_task_names(["reach-v3", "window-close-v3"])
+        ('reach-v3', 'window-close-v3')
+        >>> len(metaworld_task_names("MT10"))
+        10
+    """
+    if isinstance(suite, str):
+        if suite not in METAWORLD_SUITES:
+            raise ValueError(
+                f"Unknown MetaWorld suite {suite!r}; allowed: {list(METAWORLD_SUITES)} or a "
+                "list of task names such as ['reach-v3', 'window-close-v3']."
+            )
+        return METAWORLD_SUITES[suite]
+    names = tuple(suite)
+    unknown = [name for name in names if name not in env_dict.ALL_V3_ENVIRONMENTS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(
+            f"Bad MetaWorld task list {list(names)!r}: give distinct task names of "
+            f"{sorted(env_dict.ALL_V3_ENVIRONMENTS)}"
+            + (f" (unknown: {unknown})." if unknown else ".")
+        )
+    return names
 
 
 class MetaWorldMultiTaskEnv(EnvBase):
@@ -47,7 +87,8 @@ class MetaWorldMultiTaskEnv(EnvBase):
     Building MT10 takes about 10 s (MuJoCo models, goal sampling): build it once per process.
 
     Args:
-        suite: ``"MT10"`` or ``"MT50"``.
+        suite: ``"MT10"``, ``"MT50"`` or a list of task names (see
+            :func:`metaworld_task_names`).
         seed: seeds the benchmark's goals, the goal draws and the simulators.
         max_episode_steps: episode length.
         device: device of the emitted tensors.
@@ -63,27 +104,25 @@ class MetaWorldMultiTaskEnv(EnvBase):
 
     def __init__(
         self,
-        suite: str = "MT10",
+        suite: str | Sequence[str] = "MT10",
         seed: int | None = None,
         max_episode_steps: int = 500,
         device: torch.device | str = "cpu",
     ) -> None:
-        if suite not in METAWORLD_SUITES:
-            raise ValueError(
-                f"Unknown MetaWorld suite {suite!r}; allowed: {list(METAWORLD_SUITES)}."
-            )
+        self.task_names = list(metaworld_task_names(suite))
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}.")
         self.suite = suite
-        self.task_names = list(METAWORLD_SUITES[suite])
         self.num_tasks = len(self.task_names)
         self.max_episode_steps = max_episode_steps
         super().__init__(batch_size=torch.Size([self.num_tasks]), device=device)
         # MetaWorld's own wrappers: time limit, goal variation drawn at each reset.
-        vector_env = metaworld.make_mt_envs(
-            suite, seed=seed, max_episode_steps=max_episode_steps, terminate_on_success=False
-        )
-        self._envs = list(vector_env.envs)
+        options = {"max_episode_steps": max_episode_steps, "terminate_on_success": False}
+        if isinstance(suite, str):
+            self._envs = list(metaworld.make_mt_envs(suite, seed=seed, **options).envs)
+        else:
+            # One task's environment with its 50 goal variations (MetaWorld's MT1 of the task).
+            self._envs = [metaworld.make_mt_envs(name, seed=seed, **options) for name in suite]
         n = self.num_tasks
         self._obs = np.zeros((n, 39), dtype=np.float32)
         self._task = np.arange(n, dtype=np.int64)
@@ -191,7 +230,7 @@ class MetaWorldMultiTaskEnv(EnvBase):
 
 
 def make_metaworld_env(
-    suite: str = "MT10",
+    suite: str | Sequence[str] = "MT10",
     seed: int | None = None,
     max_episode_steps: int = 500,
     device: torch.device | str = "cpu",
@@ -202,7 +241,7 @@ def make_metaworld_env(
     :func:`~torchrl_sparse.modules.make_sac_actor` do it themselves from ``"task_id"``.
 
     Args:
-        suite: ``"MT10"`` or ``"MT50"``.
+        suite: ``"MT10"``, ``"MT50"`` or a list of task names.
         seed: seed for reproducible rollouts.
         max_episode_steps: episode length (500 in the papers).
         device: device of the emitted tensors.

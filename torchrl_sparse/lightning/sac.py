@@ -43,7 +43,7 @@ from torchrl.data.replay_buffers.storages import Storage
 from torchrl.envs import EnvBase
 from torchrl.objectives import SoftUpdate, ValueEstimators
 
-from torchrl_sparse.envs import METAWORLD_SUITES, make_metaworld_env, per_task_mean
+from torchrl_sparse.envs import make_metaworld_env, metaworld_task_names, per_task_mean
 from torchrl_sparse.lightning.base import MultiTaskRLModule
 from torchrl_sparse.lightning.loader import CollectorLoader
 from torchrl_sparse.modules import SAC_ARCHITECTURES, make_sac_actor, make_sac_qvalue
@@ -162,7 +162,8 @@ class MultiTaskSAC(MultiTaskRLModule):
     bootstraps.
 
     Args:
-        suite: ``"MT10"`` or ``"MT50"``.
+        suite: ``"MT10"``, ``"MT50"`` or a list of MetaWorld task names (e.g.
+            ``["reach-v3", "window-close-v3"]``, a CPU-sized run of the same code).
         arch: ``"mtsac"`` (plain multi-head MLP), ``"moe"`` or ``"moore"``.
         width: hidden width of the actor (and of the critic unless ``critic_width`` is given).
         critic_width: hidden width of each critic (``None``: ``width``); the critic-only scaling
@@ -212,7 +213,7 @@ class MultiTaskSAC(MultiTaskRLModule):
 
     def __init__(
         self,
-        suite: str = "MT10",
+        suite: str | list[str] = "MT10",
         arch: Literal["mtsac", "moe", "moore"] = "mtsac",
         width: int = 400,
         critic_width: int | None = None,
@@ -242,8 +243,7 @@ class MultiTaskSAC(MultiTaskRLModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if suite not in METAWORLD_SUITES:
-            raise ValueError(f"Unknown suite {suite!r}; allowed: {list(METAWORLD_SUITES)}.")
+        task_names = metaworld_task_names(suite)
         if arch not in SAC_ARCHITECTURES:
             raise ValueError(f"Unknown arch {arch!r}; allowed: {list(SAC_ARCHITECTURES)}.")
         for name, value in {
@@ -272,7 +272,7 @@ class MultiTaskSAC(MultiTaskRLModule):
             raise ValueError(f"gamma must be in [0, 1], got {gamma!r}.")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.task_names = list(METAWORLD_SUITES[suite])
+        self.task_names = list(task_names)
         self.num_tasks = len(self.task_names)
         if batch_size % self.num_tasks:
             raise ValueError(
@@ -304,8 +304,8 @@ class MultiTaskSAC(MultiTaskRLModule):
             "num_experts": num_experts,
             "layer_norm": layer_norm,
         }
-        self.actor = make_sac_actor(suite, width=width, **net_kwargs)
-        qvalue = make_sac_qvalue(suite, width=critic_width or width, **net_kwargs)
+        self.actor = make_sac_actor(self.num_tasks, width=width, **net_kwargs)
+        qvalue = make_sac_qvalue(self.num_tasks, width=critic_width or width, **net_kwargs)
         self.loss_module = MultiTaskSACLoss(
             self.actor,
             qvalue,
