@@ -12,6 +12,7 @@ from torchrl_sparse.envs import make_minigrid_env
 from torchrl_sparse.modules import (
     TaskTemperature,
     count_parameters,
+    make_minigrid_network,
     make_ppo_actor,
     make_ppo_critic,
     make_sac_actor,
@@ -39,8 +40,38 @@ def test_single_head_and_layer_norm_variants() -> None:
     assert count_parameters(single) == 10544 + (1024 + 5 + 1) * 128 + 129 * 7
     td = TensorDict({"observation": torch.zeros(2, 3, 7, 7), "task_id": torch.tensor([0, 4])}, [2])
     assert single(td)["logits"].shape == (2, 7)
-    normed = make_ppo_critic("MT3", layer_norm=True)
+    normed = make_ppo_critic("MT3", layer_norm="both")
     assert count_parameters(normed) == 404_531 + 2 * 1024 + 3 * 2 * 128
+
+
+@pytest.mark.parametrize("arch", ["mtppo", "moe", "moore"])
+@pytest.mark.parametrize(
+    ("placement", "representation", "heads"),
+    [("none", False, False), ("representation", True, False), ("heads", False, True),
+     ("both", True, True)],
+)  # fmt: skip
+def test_layer_norm_placements(
+    arch: str, placement: str, representation: bool, heads: bool
+) -> None:
+    net = make_minigrid_network("MT3", 7, arch=arch, layer_norm=placement)
+    norms = {n: m for n, m in net.named_modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert {n for n in norms if n.startswith("encoder")} == (
+        {"encoder.norm"} if representation else set()
+    )
+    assert {n for n in norms if n.startswith("head")} == (
+        {f"head.heads.{t}.1" for t in range(3)} if heads else set()
+    )
+    # The heads read the normalised representation: zero mean per sample.
+    features = net.features(torch.randn(4, 3, 7, 7) * 3, torch.tensor([0, 1, 2, 0]))
+    means = features.mean(-1).abs()
+    assert bool((means < 1e-5).all()) == representation
+
+
+def test_unknown_layer_norm_placement_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"Unknown layer_norm placement 'encoder'; allowed: \['none'"
+    ):
+        make_ppo_actor("MT3", layer_norm="encoder")
 
 
 @pytest.mark.parametrize("arch", ["mtsac", "moore"])

@@ -71,16 +71,14 @@ class MultiTaskRLModule(pl.LightningModule):
     def feature_modules(self) -> dict[str, str]:
         """Submodule whose output is each monitored network's shared representation.
 
-        The output every task head reads: the network's ``encoder`` (the shared trunk), or for
-        MoE/MOORE encoders the ``tanh`` module after mixing, which the mixture declares through
-        ``hidden_layer_sources()``.
+        The network's ``encoder``: its output is what every task head reads (after the shared
+        CNN's ``Tanh``, or the ``tanh`` after mixing for MoE/MOORE, and any representation
+        LayerNorm).
         """
-        features = {}
-        for name, module in self.monitored_networks().items():
-            encoder = next(n for n, _ in module.named_modules() if n.endswith("encoder"))
-            declared = getattr(module.get_submodule(encoder), "hidden_layer_sources", None)
-            features[name] = f"{encoder}.{next(iter(declared()))}" if declared else encoder
-        return features
+        return {
+            name: next(n for n, _ in module.named_modules() if n.endswith("encoder"))
+            for name, module in self.monitored_networks().items()
+        }
 
     def log_frames(self, scalars: dict[str, float]) -> None:
         """Log ``scalars`` to every logger against environment frames."""

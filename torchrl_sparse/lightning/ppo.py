@@ -65,7 +65,10 @@ class MultiTaskPPO(MultiTaskRLModule):
         suite: ``"MT3"``, ``"MT5"`` or ``"MT7"``.
         arch: ``"mtppo"`` (shared CNN), ``"moe"`` or ``"moore"``.
         num_experts: experts for MoE/MOORE (default 2, 3, 4 for MT3, MT5, MT7).
-        layer_norm: LayerNorm after hidden layers (a plasticity baseline).
+        layer_norm: LayerNorm placement (a plasticity baseline): ``"none"``,
+            ``"representation"`` (the shared features fed to the heads), ``"heads"`` (each
+            head's hidden layer) or ``"both"`` (see
+            :func:`~torchrl_sparse.modules.make_minigrid_network`).
         envs_per_task: sub-environments per task; several amortise the per-step cost of the
             policy and of TorchRL (8 by default; a batch stays ``steps_per_task_per_batch``
             steps of every task).
@@ -116,7 +119,7 @@ class MultiTaskPPO(MultiTaskRLModule):
         suite: str = "MT3",
         arch: Literal["mtppo", "moe", "moore"] = "mtppo",
         num_experts: int | None = None,
-        layer_norm: bool = False,
+        layer_norm: Literal["none", "representation", "heads", "both"] = "none",
         envs_per_task: int = DEFAULT_ENVS_PER_TASK,
         task_sampling: Literal["lockstep", "random"] = "lockstep",
         total_steps_per_task: int = 400_000,

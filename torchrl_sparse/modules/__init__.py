@@ -1,6 +1,7 @@
 """Multi-task network building blocks: encoders, multi-head, MoE, MOORE, scaling, builders."""
 
 from torchrl_sparse.modules.builders import (
+    LAYER_NORM_PLACEMENTS,
     MINIGRID_ARCHITECTURES,
     SAC_ARCHITECTURES,
     make_minigrid_network,
@@ -18,6 +19,7 @@ from torchrl_sparse.modules.scaling import count_parameters, match_width, multih
 from torchrl_sparse.modules.temperature import TaskTemperature
 
 __all__ = [
+    "LAYER_NORM_PLACEMENTS",
     "MINIGRID_ARCHITECTURES",
     "MLP",
     "MOORE",

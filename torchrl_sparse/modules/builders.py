@@ -20,6 +20,7 @@ from torchrl_sparse.modules.mixture import MixtureOfExperts
 from torchrl_sparse.modules.networks import MultiTaskNetwork
 
 __all__ = [
+    "LAYER_NORM_PLACEMENTS",
     "MINIGRID_ARCHITECTURES",
     "SAC_ARCHITECTURES",
     "make_minigrid_network",
@@ -32,6 +33,9 @@ __all__ = [
 
 MINIGRID_ARCHITECTURES = ("mtppo", "moe", "moore")
 """Shared backbone (MTPPO), mixture of experts, mixture of orthogonal experts."""
+LAYER_NORM_PLACEMENTS = ("none", "representation", "heads", "both")
+"""Where the MiniGrid networks put LayerNorm (see :func:`make_minigrid_network`)."""
+LayerNormPlacement = Literal["none", "representation", "heads", "both"]
 SAC_ARCHITECTURES = ("mtsac", "moe", "moore")
 """Plain multi-head MLP (MT-SAC, one-hot appended to the input), MoE, MOORE."""
 
@@ -72,12 +76,19 @@ def _check_arch(arch: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"Unknown arch {arch!r}; allowed: {list(allowed)}.")
 
 
+def _check_layer_norm(layer_norm: str) -> None:
+    if layer_norm not in LAYER_NORM_PLACEMENTS:
+        raise ValueError(
+            f"Unknown layer_norm placement {layer_norm!r}; allowed: {list(LAYER_NORM_PLACEMENTS)}."
+        )
+
+
 def make_minigrid_network(
     suite: int | str,
     out_features: int,
     arch: Literal["mtppo", "moe", "moore"] = "mtppo",
     num_experts: int | None = None,
-    layer_norm: bool = False,
+    layer_norm: LayerNormPlacement = "none",
     multi_head: bool = True,
 ) -> MultiTaskNetwork:
     """The MiniGrid network of MOORE / Todorov et al. for ``[..., 3, 7, 7]`` observations.
@@ -94,8 +105,11 @@ def make_minigrid_network(
         out_features: ``7`` logits for an actor, ``1`` for a critic.
         arch: ``"mtppo"``, ``"moe"`` or ``"moore"``.
         num_experts: ``k``; defaults to 2, 3, 4 for MT3, MT5, MT7.
-        layer_norm: ``LayerNorm`` after the hidden layer of each head (and after the shared CNN
-            for ``"mtppo"``).
+        layer_norm: where to put ``LayerNorm`` (the LayerNorm baseline; the papers do not say):
+            ``"none"``; ``"representation"``, on the shared 1,024 features fed to the heads
+            (after the CNN's ``Tanh``, or after the mixing ``tanh`` for MoE/MOORE);
+            ``"heads"``, after the hidden ``Linear`` of every head, before its ``Tanh``;
+            ``"both"``.
         multi_head: one head per task (all architectures of the papers) or a single head.
 
     Returns:
@@ -110,24 +124,28 @@ def make_minigrid_network(
         417403
     """
     _check_arch(arch, MINIGRID_ARCHITECTURES)
+    _check_layer_norm(layer_norm)
     num_tasks = _resolve_num_tasks(suite)
+    norm_representation = layer_norm in ("representation", "both")
+    norm_heads = layer_norm in ("heads", "both")
     if arch == "mtppo":
-        encoder: nn.Module = MiniGridCNN(final_tanh=True, layer_norm=layer_norm)
+        encoder: nn.Module = MiniGridCNN(final_tanh=True, layer_norm=norm_representation)
     else:
         encoder = MixtureOfExperts(
             MiniGridCNN,
             _resolve_num_experts(arch, num_tasks, num_experts),
             num_tasks,
             orthogonal=arch == "moore",
+            layer_norm=norm_representation,
         )
     features = MiniGridCNN.out_features
     if multi_head:
         head: nn.Module = MultiHead(
-            num_tasks, features, out_features, _MINIGRID_HIDDEN, nn.Tanh, layer_norm
+            num_tasks, features, out_features, _MINIGRID_HIDDEN, nn.Tanh, norm_heads
         )
     else:
         head = MultiHead._make_head(
-            features + num_tasks, out_features, _MINIGRID_HIDDEN, nn.Tanh, layer_norm
+            features + num_tasks, out_features, _MINIGRID_HIDDEN, nn.Tanh, norm_heads
         )
     return MultiTaskNetwork(encoder, head, num_tasks)
 
@@ -136,7 +154,7 @@ def make_ppo_actor(
     suite: int | str = "MT3",
     arch: Literal["mtppo", "moe", "moore"] = "mtppo",
     num_experts: int | None = None,
-    layer_norm: bool = False,
+    layer_norm: LayerNormPlacement = "none",
     multi_head: bool = True,
 ) -> ProbabilisticActor:
     """Categorical PPO actor for a MiniGrid suite.
@@ -180,7 +198,7 @@ def make_ppo_critic(
     suite: int | str = "MT3",
     arch: Literal["mtppo", "moe", "moore"] = "mtppo",
     num_experts: int | None = None,
-    layer_norm: bool = False,
+    layer_norm: LayerNormPlacement = "none",
     multi_head: bool = True,
 ) -> ValueOperator:
     """State-value critic for a MiniGrid suite, a separate network from the actor.

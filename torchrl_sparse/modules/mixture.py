@@ -61,6 +61,9 @@ class MixtureOfExperts(nn.Module):
         num_tasks: length of the task one-hot.
         orthogonal: Gram-Schmidt the expert outputs (MOORE).
         eps: numerical epsilon of the orthogonalisation.
+        layer_norm: ``LayerNorm`` on the mixed representation, after the ``tanh`` (needs
+            experts with an ``out_features`` attribute, as :class:`MiniGridCNN` and
+            :class:`MLP`).
 
     Raises:
         ValueError: if ``num_experts < 1`` or ``num_tasks < 1``.
@@ -80,6 +83,7 @@ class MixtureOfExperts(nn.Module):
         num_tasks: int,
         orthogonal: bool = False,
         eps: float = 1e-8,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         if num_experts < 1:
@@ -90,6 +94,7 @@ class MixtureOfExperts(nn.Module):
         self.task_weights = nn.Linear(num_tasks, num_experts, bias=False)
         # registered last and parameter-free: parameter order and state_dict keys are unchanged
         self.activation = nn.Tanh()
+        self.norm = nn.LayerNorm(self.experts[0].out_features) if layer_norm else nn.Identity()
         self.orthogonal = orthogonal
         self.eps = eps
 
@@ -134,7 +139,7 @@ class MixtureOfExperts(nn.Module):
         mixed = outputs[0] * weights[..., 0, :]
         for j in range(1, len(outputs)):
             mixed = torch.addcmul(mixed, outputs[j], weights[..., j, :])
-        return self.activation(mixed)
+        return self.norm(self.activation(mixed))
 
 
 class MoE(MixtureOfExperts):
