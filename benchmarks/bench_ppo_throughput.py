@@ -1,22 +1,24 @@
 """End-to-end multi-task PPO throughput on MiniGrid MT3, with evaluation off.
 
 For each network (MTPPO, MOORE) and condition (dense, GMP to 95%) it trains through the real
-Lightning ``Trainer`` with the papers' PPO settings (batches of 2,000 frames, 8 epochs,
-minibatch 256 per task, critic batch 2,000) and reports:
+Lightning ``Trainer`` with the papers' PPO settings (batches of 2,000 steps of every task, i.e.
+6,000 frames on MT3; 8 policy epochs of minibatches of 256 per task; one full-batch critic
+step) and reports:
 
 * training frames/s: the median over batches of the module's own ``charts/sps`` (collection
   and updates of a batch, after warm-up batches);
 * pure collection frames/s: the same collector and policy with no updates;
 * the training overhead on top of collection: ``collection_fps / training_fps - 1``;
 * where a batch's time goes: seconds of collection and of updates per batch, and the mean
-  time of one gradient step (the papers' settings make 8 epochs x 3 actor steps on a third of
-  the batch and 8 critic steps on the whole batch);
+  time of one gradient step (the papers' settings make 8 epochs x 8 actor steps of 768
+  samples and one critic step on the whole batch);
 * the same updates written as a bare PyTorch loop (no TorchRL loss, TensorDict or Lightning),
   and how much longer ours take: the part of the update time that is our code's and not the
   networks' arithmetic.
 
 Reference (the official MOORE implementation on MushroomRL, same kind of 2-core machine, its
-MT3 defaults, evaluation excluded): about 250 frames/s with MOORE and 500 with MTPPO.
+MT3 defaults, evaluation excluded): about 250 frames/s with MOORE and 500 with MTPPO. Its
+defaults are the frames per update used here: 2,000 steps of each of the 3 tasks.
 Targets: MOORE >= 1,000 frames/s, MTPPO >= 2,000 frames/s, overhead <= 50%.
 
 Run: ``python benchmarks/bench_ppo_throughput.py`` (a few minutes on 2 cores).
@@ -58,8 +60,8 @@ def training_fps(
         "MT3",
         arch=arch,
         envs_per_task=envs_per_task,
-        total_frames=batches * 2000,
-        eval_every_frames=0,
+        total_steps_per_task=batches * 2000,
+        eval_every_steps_per_task=0,
     )
     record = _RecordSPS()
     callbacks: list[pl.Callback] = [record]
@@ -88,8 +90,8 @@ def gradient_steps(module: MultiTaskPPO) -> int:
     hparams = module.hparams
     per_task = module.frames_per_batch // module.num_tasks
     actor = math.ceil(per_task / hparams.policy_minibatch_per_task)
-    critic = max(1, module.frames_per_batch // hparams.critic_batch)
-    return hparams.policy_epochs * (actor + critic)
+    critic = max(1, per_task // hparams.critic_batch_per_task)
+    return hparams.policy_epochs * actor + hparams.critic_epochs * critic
 
 
 def pure_update_seconds(arch: str, envs_per_task: int, repeats: int = 3) -> float:
@@ -97,9 +99,11 @@ def pure_update_seconds(arch: str, envs_per_task: int, repeats: int = 3) -> floa
 
     The same networks, batch, minibatches, PPO settings and fused Adam as ``MultiTaskPPO``,
     without TorchRL's loss, TensorDicts, Lightning or guards: clipped objective plus entropy on
-    stratified actor minibatches, MSE critic steps on the whole batch.
+    stratified actor minibatches, full-batch MSE critic steps.
     """
-    module = MultiTaskPPO("MT3", arch=arch, envs_per_task=envs_per_task, eval_every_frames=0)
+    module = MultiTaskPPO(
+        "MT3", arch=arch, envs_per_task=envs_per_task, eval_every_steps_per_task=0
+    )
     loader = module.train_dataloader()
     batch = next(iter(loader))
     loader.shutdown()
@@ -123,6 +127,11 @@ def pure_update_seconds(arch: str, envs_per_task: int, repeats: int = 3) -> floa
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
+        for _ in range(hp.critic_epochs):
+            value_loss = F.mse_loss(critic(obs, task), target)
+            critic_opt.zero_grad()
+            value_loss.backward()
+            critic_opt.step()
         for _ in range(hp.policy_epochs):
             parts = [idx[torch.randperm(len(idx))].tensor_split(chunks) for idx in per_task]
             for i in range(chunks):
@@ -135,16 +144,14 @@ def pure_update_seconds(arch: str, envs_per_task: int, repeats: int = 3) -> floa
                 actor_opt.zero_grad()
                 loss.backward()
                 actor_opt.step()
-            value_loss = F.mse_loss(critic(obs, task), target)
-            critic_opt.zero_grad()
-            value_loss.backward()
-            critic_opt.step()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def collection_fps(arch: str, batches: int, envs_per_task: int) -> float:
-    module = MultiTaskPPO("MT3", arch=arch, envs_per_task=envs_per_task, eval_every_frames=0)
+    module = MultiTaskPPO(
+        "MT3", arch=arch, envs_per_task=envs_per_task, eval_every_steps_per_task=0
+    )
     loader = module.train_dataloader()
     iterator = iter(loader)
     next(iterator)  # warm-up
@@ -164,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, MT3, "
-        f"{args.envs_per_task} envs per task, {args.batches} batches of ~2,000 frames"
+        f"{args.envs_per_task} envs per task, {args.batches} batches of 2,000 steps per task "
+        "(6,000 frames)"
     )
     print(f"{'network':<8}{'condition':<10}{'train fps':>10}{'collect fps':>12}"
           f"{'overhead':>10}{'s/batch collect':>16}{'update':>8}{'bare update':>12}"
