@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from torchrl_sparse._compat import is_functorch_transformed
+
 __all__ = ["MultiHead", "task_onehot"]
 
 
@@ -105,7 +107,7 @@ class MultiHead(nn.Module):
 
     def forward(self, features: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
         task_id = task_id.long()
-        if torch._C._functorch.is_functorch_wrapped_tensor(features):
+        if is_functorch_transformed(features):
             outs = torch.stack([head(features) for head in self.heads], dim=-2)
             index = task_id[..., None, None].expand(*outs.shape[:-2], 1, self.out_features)
             return outs.gather(-2, index).squeeze(-2)

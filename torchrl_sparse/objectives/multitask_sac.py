@@ -206,7 +206,8 @@ class MultiTaskSACLoss(SACLoss):
             return super().actor_loss(tensordict)
 
     def _compute_target_v2(self, tensordict: TensorDictBase) -> Tensor:
-        # ``SACLoss`` subtracts ``alpha * log_prob`` from Q-values shaped [num_qvalue_nets, *B, 1]
+        # A private SACLoss hook (listed in torchrl_sparse._compat). ``SACLoss`` subtracts
+        # ``alpha * log_prob`` from Q-values shaped [num_qvalue_nets, *B, 1]
         # with the log-prob unsqueezed to [*B, 1]: the per-sample alpha gets the same trailing 1.
         with self._per_sample_alpha(tensordict, unsqueeze=True):
             return super()._compute_target_v2(tensordict)
@@ -231,6 +232,7 @@ class MultiTaskSACLoss(SACLoss):
         return self._alpha_loss(log_prob)
 
     def _alpha_loss(self, log_prob: Tensor) -> Tensor:
+        # A private SACLoss hook (listed in torchrl_sparse._compat).
         if self.target_entropy is None:
             return torch.zeros_like(log_prob)
         if self._task_id is None:
