@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
+from torchrl_sparse.cadence import crossed_multiple
 from torchrl_sparse.lightning.distributed import (
     average_gradients_on_step,
     gradient_sync_disabled,
@@ -146,7 +147,7 @@ class MultiTaskRLModule(pl.LightningModule):
                 self.log(label, self.latest[key], prog_bar=True, logger=False, batch_size=1)
                 break
         every = self.eval_every_frames
-        if every and self.frames // every > self._last_eval // every:
+        if every and crossed_multiple(self._last_eval, self.frames, every):
             self._last_eval = self.frames
             if self.trainer.is_global_zero:
                 self.evaluate()
