@@ -4,8 +4,9 @@ Actions are sampled from the policy itself (not taken from the batch). Three exa
 
 * ``"ghost"`` (default): per-sample squared gradient norms without per-sample gradients. One
   forward and one backward of ``sum_i log pi(a_i|s_i)`` on the whole batch, with hooks that keep
-  each layer's input ``x`` and output gradient ``g``. Samples do not interact, so sample ``i``'s
-  gradient of an ``nn.Linear`` is ``sum_p g_ip x_ip^T`` over its positions ``p`` and
+  each layer's input ``x`` and output, whose gradient ``g`` the backward returns. Samples do not
+  interact, so sample ``i``'s gradient of an ``nn.Linear`` is ``sum_p g_ip x_ip^T`` over its
+  positions ``p`` and
   ``||dW_i||^2 = sum_pq (g_ip . g_iq)(x_ip . x_iq)`` (``||g_i||^2 ||x_i||^2`` for one position).
   ``nn.Conv2d`` is a ``Linear`` on the unfolded input patches; ``nn.LayerNorm`` gives
   ``sum_p x_hat_ip * g_ip`` and ``sum_p g_ip``, materialised as they are small. Masks (pruned
@@ -426,24 +427,28 @@ def _ghost_sq_norm_sum(
                 "use eval mode or method='vmap'"
             )
     layers, rest = _plan(policy, names)
-    stage = [_MAIN]
 
     def record(layer: _Layer) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
             if not (torch.is_grad_enabled() and out.requires_grad):
                 return
-            call = len(layer.inputs)
             x = (args[0] if args else kwargs["input"]).detach()
             layer.inputs.append(x)
             layer.outputs.append(out)
             layer.versions.append((x._version, out._version))
 
-            def keep(g: torch.Tensor) -> None:
-                layer.grads[stage[0], call] = g
-
-            out.register_hook(keep)
-
         return hook
+
+    def backward(stage: int, loss: torch.Tensor, of: list[_Layer], retain: bool) -> None:
+        # Output gradients as autograd.grad's results, not tensor hooks: a hook closing over
+        # its layer (which holds the output) is a cycle through autograd that gc cannot free.
+        calls = [(layer, c) for layer in of for c in range(len(layer.outputs))]
+        grads = torch.autograd.grad(
+            loss, [layer.outputs[c] for layer, c in calls], retain_graph=retain, allow_unused=True
+        )
+        for (layer, c), g in zip(calls, grads, strict=True):
+            if g is not None:
+                layer.grads[stage, c] = g
 
     handles = [
         layer.module.register_forward_hook(record(layer), with_kwargs=True) for layer in layers
@@ -469,18 +474,9 @@ def _ghost_sq_norm_sum(
             layer for layer in layers if any(layer.rows(c) != n for c in range(len(layer.inputs)))
         ]
         for k in range(_digits(n)) if ambiguous else ():
-            stage[0] = k
-            torch.autograd.grad(
-                (_digit_weights(n, k, logp) * logp).sum(),
-                [y for layer in ambiguous for y in layer.outputs],
-                retain_graph=True,
-                allow_unused=True,
-            )
-        stage[0] = _MAIN
+            backward(k, (_digit_weights(n, k, logp) * logp).sum(), ambiguous, retain=True)
         # to the layer outputs only: the weight gradients are not needed
-        torch.autograd.grad(
-            logp.sum(), [y for layer in layers for y in layer.outputs], allow_unused=True
-        )
+        backward(_MAIN, logp.sum(), layers, retain=False)
         try:
             total = sum(_layer_sq_norm_sum(layer, n, masks) for layer in layers)
         except _RowsMixSamples:
