@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from abc import abstractmethod
 from collections.abc import Iterator
@@ -16,9 +17,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from torchrl_sparse.cadence import crossed_multiple
+from torchrl_sparse.envs.stats import per_task_mean
 from torchrl_sparse.lightning.distributed import (
     average_gradients_on_step,
     gradient_sync_disabled,
@@ -32,10 +35,10 @@ class MultiTaskRLModule(pl.LightningModule):
     """Base class of :class:`MultiTaskPPO` and :class:`MultiTaskSAC`.
 
     Subclasses set ``frames_per_batch``, ``total_frames``, ``eval_every_frames`` (all in
-    environment frames, summed over tasks), ``loss_module``, ``actor`` and ``task_names``, build
-    their loader in
-    ``train_dataloader`` (kept in ``self._loader``), implement :meth:`networks` and
-    :meth:`evaluate`, and call :meth:`finish_batch` at the end of each training step.
+    environment frames, summed over tasks), ``loss_module``, ``actor``, ``task_names`` and
+    ``num_tasks``, build their loader in ``train_dataloader`` (kept in ``self._loader``),
+    implement :meth:`networks` and :meth:`evaluate`, and call :meth:`start_batch` at the start
+    and :meth:`finish_batch` at the end of each training step.
     ``hparams`` must hold ``max_grad_norm``, ``eval_episodes_per_task`` and
     ``eval_deterministic``.
     """
@@ -153,6 +156,44 @@ class MultiTaskRLModule(pl.LightningModule):
                 self.evaluate()
         if self.frames >= self.total_frames:
             self.trainer.should_stop = True
+
+    def start_batch(self, batch: TensorDictBase, episode_tags: dict[str, str]) -> None:
+        """Count a collected batch's frames (over all ranks) and log its finished episodes.
+
+        ``episode_tags`` maps a ``("next", key)`` episode statistic to its tag: each task's mean
+        over the episodes that ended in the batch goes to ``charts/<tag>/<task>``, and the mean
+        over tasks to ``charts/<tag>_mean`` when every task finished an episode.
+        """
+        self.frames += batch.numel() * self.trainer.world_size
+        done = batch["next", "done"].squeeze(-1)
+        if not done.any():
+            return
+        task = batch["task_id"]
+        scalars: dict[str, float] = {}
+        for key, tag in episode_tags.items():
+            means = per_task_mean(batch["next", key], task, self.num_tasks, mask=done)
+            for name, value in zip(self.task_names, means.tolist(), strict=True):
+                if not math.isnan(value):
+                    scalars[f"charts/{tag}/{name}"] = value
+            if not means.isnan().any():
+                scalars[f"charts/{tag}_mean"] = means.mean().item()
+        self.log_frames(scalars)
+
+    def log_evaluation(
+        self, values: dict[str, list[list[float]]], tags: dict[str, str]
+    ) -> dict[str, float]:
+        """Log per-task means of :meth:`run_episodes` values as ``charts/eval/<tag>/<task>``.
+
+        Also logs their means over tasks, ``charts/eval/<tag>_mean``, and returns everything.
+        """
+        scalars: dict[str, float] = {}
+        for key, tag in tags.items():
+            per_task = [sum(v) / len(v) for v in values[key]]
+            for name, value in zip(self.task_names, per_task, strict=True):
+                scalars[f"charts/eval/{tag}/{name}"] = value
+            scalars[f"charts/eval/{tag}_mean"] = sum(per_task) / len(per_task)
+        self.log_frames(scalars)
+        return scalars
 
     @torch.no_grad()
     def run_episodes(self, env: EnvBase, keys: tuple[str, ...]) -> dict[str, list[list[float]]]:

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from torchrl_sparse.envs import MINIGRID_SUITES, make_minigrid_env, per_task_mean
+from torchrl_sparse.envs import MINIGRID_SUITES, make_minigrid_env
 from torchrl_sparse.lightning.base import MultiTaskRLModule
 from torchrl_sparse.lightning.loader import CollectorLoader
 from torchrl_sparse.modules import make_ppo_actor, make_ppo_critic
@@ -239,8 +239,7 @@ class MultiTaskPPO(MultiTaskRLModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         actor_optimizer, critic_optimizer = self.optimizers()
-        self.frames += batch.numel() * self.trainer.world_size
-        self._log_episodes(batch, "charts")
+        self.start_batch(batch, {k: k for k in ("episode_return", "normalized_return")})
         with torch.no_grad():
             self.advantage(batch)
         data = batch.reshape(-1)
@@ -322,22 +321,6 @@ class MultiTaskPPO(MultiTaskRLModule):
         chunks = [idx[torch.randperm(len(idx))].tensor_split(count) for idx in per_task]
         return [data[torch.cat([c[i] for c in chunks])] for i in range(count)]
 
-    # ------------------------------------------------------------------ logging
-    def _log_episodes(self, batch: TensorDictBase, prefix: str) -> None:
-        done = batch["next", "done"].squeeze(-1)
-        if not done.any():
-            return
-        task = batch["task_id"]
-        scalars: dict[str, float] = {}
-        for key in ("episode_return", "normalized_return"):
-            means = per_task_mean(batch["next", key], task, self.num_tasks, mask=done)
-            for name, value in zip(self.task_names, means.tolist(), strict=True):
-                if not math.isnan(value):
-                    scalars[f"{prefix}/{key}/{name}"] = value
-            if not means.isnan().any():
-                scalars[f"{prefix}/{key}_mean"] = means.mean().item()
-        self.log_frames(scalars)
-
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -353,16 +336,7 @@ class MultiTaskPPO(MultiTaskRLModule):
             envs_per_task=min(self.hparams.eval_episodes_per_task, 5),
             seed=self.hparams.seed + 10_000 + self.frames,
         )
-        values = self.run_episodes(env, ("episode_return", "normalized_return"))
+        keys = ("episode_return", "normalized_return")
+        values = self.run_episodes(env, keys)
         env.close()
-        returns, normalised = values["episode_return"], values["normalized_return"]
-        scalars: dict[str, float] = {}
-        for name, r, n in zip(self.task_names, returns, normalised, strict=True):
-            scalars[f"charts/eval/episode_return/{name}"] = sum(r) / len(r)
-            scalars[f"charts/eval/normalized_return/{name}"] = sum(n) / len(n)
-        scalars["charts/eval/normalized_return_mean"] = (
-            sum(scalars[f"charts/eval/normalized_return/{name}"] for name in self.task_names)
-            / self.num_tasks
-        )
-        self.log_frames(scalars)
-        return scalars
+        return self.log_evaluation(values, {k: k for k in keys})

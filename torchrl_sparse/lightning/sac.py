@@ -43,7 +43,7 @@ from torchrl.data.replay_buffers.storages import Storage
 from torchrl.envs import EnvBase
 from torchrl.objectives import SoftUpdate, ValueEstimators
 
-from torchrl_sparse.envs import make_metaworld_env, metaworld_task_names, per_task_mean
+from torchrl_sparse.envs import make_metaworld_env, metaworld_task_names
 from torchrl_sparse.lightning.base import MultiTaskRLModule
 from torchrl_sparse.lightning.loader import CollectorLoader
 from torchrl_sparse.modules import SAC_ARCHITECTURES, make_sac_actor, make_sac_qvalue
@@ -398,8 +398,7 @@ class MultiTaskSAC(MultiTaskRLModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         actor_optimizer, critic_optimizer, alpha_optimizer = self.optimizers()
-        self.frames += batch.numel() * self.trainer.world_size
-        self._log_episodes(batch)
+        self.start_batch(batch, {"episode_return": "episode_return", "episode_success": "success"})
         # [num_tasks, time] batches extend the [rows, num_tasks] storage along time.
         self.replay_buffer.extend(batch.select(*BUFFER_KEYS).detach())
 
@@ -435,22 +434,6 @@ class MultiTaskSAC(MultiTaskRLModule):
         self.finish_batch(batch.numel(), losses, scalars)
 
     # ------------------------------------------------------------------ logging
-    def _log_episodes(self, batch: TensorDictBase) -> None:
-        done = batch["next", "done"].squeeze(-1)
-        if not done.any():
-            return
-        task = batch["task_id"]
-        scalars: dict[str, float] = {}
-        for key, tag in (("episode_return", "episode_return"), ("episode_success", "success")):
-            means = per_task_mean(batch["next", key], task, self.num_tasks, mask=done)
-            for name, value in zip(self.task_names, means.tolist(), strict=True):
-                if not math.isnan(value):
-                    scalars[f"charts/{tag}/{name}"] = value
-            if not means.isnan().any():
-                scalars[f"charts/{tag}_mean"] = means.mean().item()
-        self.log_frames(scalars)
-
-    # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Evaluate ``eval_episodes_per_task`` episodes of every task.
@@ -471,16 +454,9 @@ class MultiTaskSAC(MultiTaskRLModule):
         env = self._eval_env
         env.set_seed(self.hparams.seed + 10_000 + self.frames)
         values = self.run_episodes(env, ("episode_return", "episode_success"))
-        returns, successes = values["episode_return"], values["episode_success"]
-        scalars: dict[str, float] = {}
-        for name, r, s in zip(self.task_names, returns, successes, strict=True):
-            scalars[f"charts/eval/episode_return/{name}"] = sum(r) / len(r)
-            scalars[f"charts/eval/success/{name}"] = sum(s) / len(s)
-        for key in ("success", "episode_return"):
-            values = [scalars[f"charts/eval/{key}/{name}"] for name in self.task_names]
-            scalars[f"charts/eval/{key}_mean"] = sum(values) / self.num_tasks
-        self.log_frames(scalars)
-        return scalars
+        return self.log_evaluation(
+            values, {"episode_success": "success", "episode_return": "episode_return"}
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def replay_buffer_path(self) -> Path | None:
