@@ -7,7 +7,9 @@ Times one training step (forward, backward, Adam step, mask upkeep) on two netwo
 * a MetaWorld SAC actor, 3 hidden layers of 400, batch 1,280.
 
 Each method's topology update is timed separately and amortised at the paper frequencies
-(GMP every 500 steps, SET every 2,000, RigL every 250): ``step + update / every``.
+(GMP every 500 steps, SET every 2,000, RigL every 250): ``step + update / every``. RigL's step
+includes the copy of the dense gradient it takes at every backward pass while updates remain
+(any step may end on an update, whatever its increment).
 The ``torch.nn.utils.prune`` baseline holds the same 95% mask through a forward pre-hook
 (``weight = weight_orig * weight_mask``). Configurations are interleaved over rounds and the
 median of each is reported, so background load hits all of them alike.
@@ -123,12 +125,11 @@ def time_steps(
 
 
 def time_update(sparsifier: Sparsifier, model: nn.Module, network: str, repeats: int = 5) -> float:
-    """Mean cost of one topology update, including the dense-gradient pass RigL needs."""
+    """Mean cost of one topology update (RigL's dense-gradient copy is in every step's time)."""
     generator = torch.Generator().manual_seed(1)
     inputs, target = make_batch(network, generator)
     elapsed = []
     for _ in range(repeats):
-        sparsifier._collect_dense_grads = sparsifier.method.needs_dense_grads
         model.zero_grad(set_to_none=True)
         nn.functional.mse_loss(model(*inputs), target).backward()
         start = time.perf_counter()

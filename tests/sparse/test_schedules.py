@@ -1,6 +1,8 @@
 import pytest
 
-from torchrl_sparse.sparse import ConstantSchedule, CubicSchedule
+from torchrl_sparse.sparse import GMP, ConstantSchedule, CubicSchedule, Sparsifier, num_active
+
+from .conftest import make_cnn_mlp
 
 
 def test_cubic_matches_zhu_gupta() -> None:
@@ -51,3 +53,29 @@ def test_bad_windows(schedule, total, message: str) -> None:
 def test_bad_update_every(every) -> None:
     with pytest.raises(ValueError, match="update_every must be a positive int"):
         ConstantSchedule(update_every=every)
+
+
+@pytest.mark.parametrize(
+    ("end", "update_every", "total", "last"),
+    [
+        (950, 100, 980, 980),  # the boundary after the end (1000) lies past training
+        (1.0, 300, 1000, 1000),  # the end is the last step and off the grid
+        (950, 100, 2000, 1000),  # training goes on: the boundary after the end
+    ],
+)
+def test_final_update_never_falls_past_training(end, update_every, total, last) -> None:
+    schedule = CubicSchedule(start=0, end=end, update_every=update_every).resolve(total)
+    updates = [t for t in range(1, total + 1) if schedule.is_update_step(t - 1, t)]
+    assert updates[-1] == schedule.last_update == last
+    assert schedule.fraction(updates[-1]) == 1.0
+
+
+@pytest.mark.parametrize("increment", [1, 100, 150, 333])
+def test_gmp_reaches_its_final_sparsity_by_the_last_step(increment: int) -> None:
+    model = make_cnn_mlp()
+    schedule = CubicSchedule(start=0, end=1.0, update_every=300)
+    sparsifier = Sparsifier(model, {"*": 0.95}, method=GMP(schedule), total_steps=1000)
+    while sparsifier.step_count < 1000:  # frames per batch: the last batch may overshoot
+        sparsifier.step(increment)
+    for mask in sparsifier.masks:
+        assert int(mask.sum()) == num_active(0.05, mask.numel())

@@ -21,6 +21,7 @@ from torchrl_sparse.sparse import (
     Uniform,
     flops_per_forward,
     num_active,
+    preserves_zeros,
 )
 
 from .conftest import make_cnn_mlp, train_steps
@@ -278,3 +279,32 @@ def test_without_optimizer_step_masks_weights(cnn_mlp) -> None:
     sparsifier.step()
     for target, mask in zip(sparsifier.targets, sparsifier.masks, strict=True):
         assert torch.all(target.param[~mask] == 0)
+
+
+class ScaledSGD(torch.optim.SGD):
+    """An optimizer whose constructor takes an argument its ``defaults`` do not hold."""
+
+    def __init__(self, params, scale: float) -> None:
+        super().__init__(params, lr=0.1 * scale)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: torch.optim.Adam(p), True),
+        (lambda p: torch.optim.Adam(p, fused=True), True),
+        (lambda p: torch.optim.AdamW(p, amsgrad=True), True),  # its defaults hold Adam's flags
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True), True),
+        (lambda p: torch.optim.Adagrad(p, initial_accumulator_value=0.1), True),
+        (lambda p: torch.optim.Adamax(p), False),  # its infinity norm gains eps
+        (lambda p: torch.optim.Rprop(p), False),  # its step sizes are clamped from below
+        (lambda p: torch.optim.SparseAdam(p), False),  # cannot step on dense gradients
+        (lambda p: ScaledSGD(p, scale=2.0), False),  # cannot be rebuilt: masked every step
+    ],
+    ids=["adam", "adam_fused", "adamw", "sgd", "adagrad", "adamax", "rprop", "sparse", "custom"],
+)
+def test_zero_preservation_is_classified_by_behaviour(make, expected: bool) -> None:
+    params = [nn.Parameter(torch.ones(3, 5)), nn.Parameter(torch.ones(5))]
+    rng = torch.get_rng_state()
+    assert preserves_zeros(make(params)) is expected
+    assert torch.equal(torch.get_rng_state(), rng)  # the global generator is left alone

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from torchrl_sparse.cadence import crossed_multiple
 from torchrl_sparse.sparse import (
     LayerDistribution,
     SparseMethod,
@@ -94,13 +95,13 @@ class SparsityCallback(pl.Callback):
             total_steps=pl_module.total_frames,
             seed=self.seed,
         )
+        if self._pending is not None:
+            self.sparsifier.load_state_dict(self._pending)
+            self._pending = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self.sparsifier is not None
         self.sparsifier.attach_optimizer(trainer.optimizers)
-        if self._pending is not None:
-            self.sparsifier.load_state_dict(self._pending)
-            self._pending = None
         self.sparsifier.apply_masks()
 
     def on_train_batch_end(
@@ -122,9 +123,14 @@ class SparsityCallback(pl.Callback):
         return {} if self.sparsifier is None else self.sparsifier.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Optimizers do not exist yet when Lightning restores callbacks: apply on fit start.
-        if state_dict:
-            self._pending = state_dict
+        # Lightning restores callbacks after their setup, before or after on_fit_start
+        # (DeepSpeed, FSDP: after): load at once, before or after the model's weights.
+        if not state_dict:
+            return
+        if self.sparsifier is None:
+            self._pending = state_dict  # loaded by hand before fit: applied at setup
+        else:
+            self.sparsifier.load_state_dict(state_dict)
 
 
 class FrameCheckpoint(ModelCheckpoint):
@@ -206,7 +212,7 @@ class FrameCheckpoint(ModelCheckpoint):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
         frames = pl_module.frames
-        due = frames // self.every_n_frames > self._last_saved // self.every_n_frames
+        due = crossed_multiple(self._last_saved, frames, self.every_n_frames)
         stop = self._interrupted or trainer.received_sigterm
         if due or stop:
             self.write_last(trainer)

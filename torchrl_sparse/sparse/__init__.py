@@ -28,7 +28,7 @@ from torchrl_sparse.sparse.schedules import (
     ResolvedSchedule,
     SparsitySchedule,
 )
-from torchrl_sparse.sparse.sparsifier import Sparsifier, flops_per_forward
+from torchrl_sparse.sparse.sparsifier import Sparsifier, flops_per_forward, preserves_zeros
 from torchrl_sparse.sparse.targets import SparseTarget, SparsityGroup, find_layers, find_targets
 
 __all__ = [
@@ -56,5 +56,6 @@ __all__ = [
     "flops_per_forward",
     "keep_top",
     "num_active",
+    "preserves_zeros",
     "random_mask",
 ]

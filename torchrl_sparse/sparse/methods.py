@@ -47,7 +47,9 @@ class MethodContext:
         generator: the sparsifier's random generator (checkpointed with it).
         step: the current step.
         model: the sparsified module or loss (for methods that rewind weights).
-        dense_grads: ``|grad|`` before masking, per target, for methods that need it.
+        dense_grads: ``|grad|`` before masking, per target, for methods that need it: the
+            sum of the backward passes of the last optimizer step (gradient accumulation
+            included); ``None`` where no backward pass reached a target since the last update.
     """
 
     targets: Sequence[SparseTarget]
@@ -283,8 +285,8 @@ class RigL(SET):
         if grad is None:
             raise RuntimeError(
                 f"RigL needs the dense gradient of {ctx.targets[index].name!r} at step "
-                f"{ctx.step}: call backward() and optimizer.step() before Sparsifier.step(), "
-                "and pass the optimizer to the Sparsifier."
+                f"{ctx.step}, but no backward pass reached it since the last update: call "
+                "backward() and optimizer.step() before Sparsifier.step()."
             )
         return grad
 

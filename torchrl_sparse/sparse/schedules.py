@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from torchrl_sparse.cadence import crossed_multiple
+
 __all__ = ["ConstantSchedule", "CubicSchedule", "ResolvedSchedule", "SparsitySchedule"]
 
 StepLike = int | float
@@ -33,26 +35,44 @@ def _resolve_step(value: StepLike, total_steps: int | None, what: str) -> int:
 
 @dataclass(frozen=True)
 class ResolvedSchedule:
-    """A schedule with ``start``/``end`` resolved to steps."""
+    """A schedule with ``start``/``end`` resolved to steps.
+
+    Updates fall on the multiples of ``update_every`` from ``start`` on, up to
+    :attr:`last_update`, which is always an update too.
+
+    Examples:
+        >>> from torchrl_sparse.sparse import CubicSchedule
+        >>> schedule = CubicSchedule(start=0, end=950, update_every=100).resolve(total_steps=980)
+        >>> schedule.last_update, schedule.is_update_step(900, 980)
+        (980, True)
+    """
 
     start: int
     end: int | None
     update_every: int
     power: float | None
+    total_steps: int | None = None
 
     @property
     def last_update(self) -> int | None:
-        """First update boundary at or after ``end``: where the final sparsity is reached."""
+        """Step of the final update: the first multiple of ``update_every`` at or after ``end``.
+
+        Capped at ``total_steps``, so the final sparsity is reached before training ends.
+        """
         if self.end is None:
             return None
-        return math.ceil(self.end / self.update_every) * self.update_every
+        boundary = math.ceil(self.end / self.update_every) * self.update_every
+        return boundary if self.total_steps is None else min(boundary, self.total_steps)
 
     def is_update_step(self, previous: int, current: int) -> bool:
-        """Whether a multiple of ``update_every`` in ``(previous, current]`` is due."""
-        crossed = current // self.update_every > previous // self.update_every
-        if not crossed or current < self.start:
+        """Whether an update falls in ``(previous, current]``, however large the increment."""
+        if current < self.start:
             return False
-        return self.last_update is None or previous < self.last_update
+        crossed = crossed_multiple(previous, current, self.update_every)
+        last = self.last_update
+        if last is None:
+            return crossed
+        return previous < last and (crossed or current >= last)
 
     def fraction(self, step: int) -> float:
         """Fraction of the target sparsity in force at ``step``."""
@@ -98,7 +118,7 @@ class SparsitySchedule:
             )
         if total_steps is not None and start >= total_steps:
             raise ValueError(f"start={start} must be before total_steps={total_steps}.")
-        return ResolvedSchedule(start, end, self.update_every, self.power)
+        return ResolvedSchedule(start, end, self.update_every, self.power, total_steps)
 
     def __repr__(self) -> str:
         return (
@@ -125,7 +145,8 @@ class CubicSchedule(SparsitySchedule):
     """Zhu & Gupta's gradual schedule: ``s_t = s_f (1 - (1 - (t - t_s) / (t_e - t_s))^3)``.
 
     Zero before ``start``, the final target after ``end``, pruning every ``update_every`` steps
-    (and once more at the first boundary after ``end``, so the final target is reached).
+    and once more at the first boundary at or after ``end`` (or at ``total_steps`` if training
+    ends before that boundary), so the final target is always reached.
 
     Args:
         start: first pruning step (int) or fraction of training (float), default 5%.

@@ -7,14 +7,16 @@ sparsifier keeps pruned entries exactly zero in
 
 * the gradients (a post-accumulate-grad hook, so gradient clipping sees the sparse gradient),
 * the weights and every optimizer state tensor shaped like a weight (an optimizer step
-  post-hook, for any ``torch.optim`` optimizer),
+  post-hook, for any optimizer, see :func:`preserves_zeros`),
 * target-network copies and stacked ensemble copies (``SACLoss``), at every topology change;
   ``SoftUpdate``/``HardUpdate`` of zero onto zero keeps them zero in between.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -34,24 +36,88 @@ from torchrl_sparse.sparse.targets import (
     find_targets,
 )
 
-__all__ = ["Sparsifier"]
+__all__ = ["Sparsifier", "flops_per_forward", "preserves_zeros"]
 
 SCOPES = ("layer", "global")
+_PROBE_STEPS = 4
 
-#: Optimizers whose update of an entry with zero gradient, zero weight and zero state leaves
-#: its state at zero (Adamax, for one, does not: its infinity norm gains ``eps``). Their
-#: state is masked when created and at topology changes; any other optimizer after every step.
-ZERO_PRESERVING_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
-    torch.optim.SGD,
-    torch.optim.Adam,
-    torch.optim.AdamW,
-    torch.optim.NAdam,
-    torch.optim.RAdam,
-    torch.optim.RMSprop,
-    torch.optim.Adagrad,
-    torch.optim.Adadelta,
-    torch.optim.Rprop,
-)
+
+def preserves_zeros(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` keeps zero state at zero where the weight and gradient are zero.
+
+    Decided by behaviour rather than by name, so it covers any optimizer and its
+    hyperparameters: for each parameter group, a fresh optimizer of the same class and
+    settings takes a few steps on a small probe tensor, half of it pruned (zero weight, zero
+    gradient, state zeroed once after the first step, as the :class:`Sparsifier` does). It
+    preserves zeros if every state tensor shaped like the probe stays exactly zero there.
+    Adam, SGD and most others do; Adamax (its infinity norm gains ``eps``) and Rprop (its step
+    sizes are clamped from below) do not. An optimizer that cannot be probed (one that needs
+    sparse gradients, say) counts as not preserving zeros.
+
+    The :class:`Sparsifier` masks the state of a zero-preserving optimizer only when the state
+    is created or replaced and at topology changes; any other after every step.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl_sparse.sparse import preserves_zeros
+        >>> params = [torch.nn.Parameter(torch.ones(4, 4))]
+        >>> preserves_zeros(torch.optim.Adam(params)), preserves_zeros(torch.optim.Rprop(params))
+        (True, False)
+    """
+    for group in optimizer.param_groups:
+        dims = {p.dim() for p in group["params"] if p.dim() > 0}
+        for dim in sorted(dims):
+            reference = next(p for p in group["params"] if p.dim() == dim)
+            if not _probe_preserves_zeros(optimizer, group, dim, reference):
+                return False
+    return True
+
+
+def _constructor_kwargs(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    # ``defaults`` may hold more than the constructor takes (AdamW's inherited Adam flags).
+    parameters = inspect.signature(type(optimizer)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return dict(optimizer.defaults)
+    names = {p.name for p in parameters}
+    return {k: v for k, v in optimizer.defaults.items() if k in names}
+
+
+def _probe_preserves_zeros(
+    optimizer: torch.optim.Optimizer, group: dict[str, Any], dim: int, reference: torch.Tensor
+) -> bool:
+    shape = (4, 4, *(1,) * (dim - 2)) if dim > 1 else (16,)
+    generator = torch.Generator().manual_seed(0)  # never the global generator
+    like = {"device": reference.device, "dtype": reference.dtype}
+    mask = (torch.arange(16).reshape(shape) % 2 == 0).to(reference.device)
+    weight = mask * torch.randn(shape, generator=generator).to(**like)
+    probe = nn.Parameter(weight)
+    settings = {k: v.clone() if torch.is_tensor(v) else v for k, v in group.items()}
+    settings.pop("params")
+    seen: tuple[int, ...] = ()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            test_optimizer = type(optimizer)([probe], **_constructor_kwargs(optimizer))
+            test_optimizer.param_groups[0].update(settings)
+            for _ in range(_PROBE_STEPS):
+                probe.grad = mask * torch.randn(shape, generator=generator).to(**like)
+                test_optimizer.step(lambda: torch.zeros(()))
+                with torch.no_grad():
+                    probe.mul_(mask)
+                    state = [
+                        v
+                        for v in test_optimizer.state[probe].values()
+                        if torch.is_tensor(v) and v.shape == probe.shape
+                    ]
+                    if tuple(id(v) for v in state) != seen:  # new state: the sparsifier masks it
+                        seen = tuple(id(v) for v in state)
+                        for value in state:
+                            value.mul_(mask.to(value.dtype))
+                    elif any(bool(value[~mask].any()) for value in state):
+                        return False
+    except Exception:  # unprobeable: masking its state after every step is always right
+        return False
+    return True
 
 
 class Sparsifier:
@@ -139,12 +205,13 @@ class Sparsifier:
         ]
         self._managed = set(self._method_indices)
         self.step_count = 0
-        self._last_increment = 1
         self._generator = torch.Generator().manual_seed(seed)
         self._optimizers: list[torch.optim.Optimizer] = []
         self._handles: list[Any] = []
+        # RigL's dense gradient: the sum of the backward passes of the last optimizer step.
         self._dense_grads: list[torch.Tensor | None] = [None] * len(self.targets)
-        self._collect_dense_grads = False
+        self._accumulating = [False] * len(self.targets)
+        self._capture_dense_grads = False
 
         self.masks: list[torch.Tensor] = [torch.ones_like(t.param, dtype=torch.bool) for t in self]
         for i in set(range(len(self.targets))) - set(self._method_indices):
@@ -159,6 +226,10 @@ class Sparsifier:
         if optimizer is not None:
             self.attach_optimizer(optimizer)
         self._plan_dense_grads()
+        # A random initial topology zeroes weights that may have been loaded from a checkpoint
+        # before this sparsifier was built: keep them until training starts, so that
+        # load_state_dict can give them back whatever the load order.
+        self._before_masking = self._unmasked_values()
         self.apply_masks()
 
     def __iter__(self) -> Iterator[SparseTarget]:
@@ -176,6 +247,9 @@ class Sparsifier:
         self, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
     ) -> None:
         """Keep the optimizer(s)' state sparse and mask weights after every optimizer step.
+
+        Each optimizer is classified once by :func:`preserves_zeros`: the state of one that is
+        not zero-preserving is masked after every step.
 
         Raises:
             ValueError: a masked parameter is held by none of the optimizers.
@@ -198,7 +272,8 @@ class Sparsifier:
             in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
             indices = [i for i, t in enumerate(self.targets) if id(t.param) in in_opt]
             if indices:  # e.g. a critic optimizer while only the actor is sparse
-                self._handles.append(opt.register_step_post_hook(self._optimizer_hook(indices)))
+                hook = self._optimizer_hook(indices, preserves_zeros(opt))
+                self._handles.append(opt.register_step_post_hook(hook))
                 self._optimizers.append(opt)
 
     def remove(self) -> None:
@@ -207,25 +282,39 @@ class Sparsifier:
             handle.remove()
         self._handles.clear()
         self._optimizers.clear()
+        self._before_masking = []
 
     def _grad_hook(self, index: int):
         def hook(param: torch.Tensor) -> None:
-            if self._collect_dense_grads and index in self._managed:
-                self._dense_grads[index] = param.grad.detach().abs()
-            param.grad.mul_(self._float_masks[index])
+            grad = param.grad
+            if self._capture_dense_grads and index in self._managed:
+                dense = self._dense_grads[index]
+                if dense is None:
+                    self._dense_grads[index] = grad.detach().clone()
+                elif not self._accumulating[index]:
+                    dense.copy_(grad)
+                else:
+                    # .grad holds the masked sum of the earlier passes plus this one, dense:
+                    # keep our pruned entries and add.
+                    dense.masked_fill_(self.masks[index], 0.0).add_(grad)
+                self._accumulating[index] = True
+            grad.mul_(self._float_masks[index])
 
         return hook
 
-    def _optimizer_hook(self, indices: list[int]):
+    def _optimizer_hook(self, indices: list[int], zero_preserving: bool):
         seen_state: list[tuple[int, ...]] = [()]
 
         def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            self._before_masking = []
+            for i in indices:  # the step's dense gradient is complete; the next pass starts anew
+                self._accumulating[i] = False
             with torch.no_grad():
                 self._mask_params(indices)
-                if type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS:
+                if not zero_preserving:
                     self._mask_optimizer_state(optimizer, indices)
                     return
-                # Zero gradient and zero state give zero state in these update rules: only
+                # Zero gradient and zero state give zero state in this update rule: only
                 # state tensors that were just created (first step, a loaded state) or that
                 # a topology change touched need masking, which spares two passes a step.
                 state_ids = tuple(
@@ -244,18 +333,36 @@ class Sparsifier:
             [self.targets[i].param for i in indices], [self._float_masks[i] for i in indices]
         )
 
+    @staticmethod
+    def _state_like(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> list[torch.Tensor]:
+        """The optimizer's state tensors shaped like ``param`` (moments, momentum, ...)."""
+        return [
+            value
+            for value in optimizer.state.get(param, {}).values()
+            if isinstance(value, torch.Tensor) and value.shape == param.shape
+        ]
+
     def _mask_optimizer_state(
         self, optimizer: torch.optim.Optimizer, indices: Sequence[int]
     ) -> None:
         tensors, masks = [], []
         for i in indices:
-            param = self.targets[i].param
-            for value in optimizer.state.get(param, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    tensors.append(value)
-                    masks.append(self._float_masks[i].to(value.dtype))
+            for value in self._state_like(optimizer, self.targets[i].param):
+                tensors.append(value)
+                masks.append(self._float_masks[i].to(value.dtype))
         if tensors:
             torch._foreach_mul_(tensors, masks)
+
+    def _unmasked_values(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(tensor, its values, float mask)`` for every tensor the masks are about to change."""
+        saved = []
+        for i, target in enumerate(self.targets):
+            if bool(self.masks[i].all()):
+                continue
+            tensors = [target.param, *target.copies]
+            tensors += [v for opt in self._optimizers for v in self._state_like(opt, target.param)]
+            saved += [(t, t.detach().clone(), self._float_masks[i]) for t in tensors]
+        return saved
 
     def apply_masks(self) -> None:
         """Zero every pruned entry: weights, copies (targets), gradients, optimizer state."""
@@ -275,13 +382,16 @@ class Sparsifier:
         """Advance the schedule by ``num_steps`` and update the topology when it is due.
 
         Call it after ``optimizer.step()`` (and after the target-network update), counting in
-        the unit of ``total_steps``: ``1`` per optimizer step, or the frames of a batch.
+        the unit of ``total_steps``: ``1`` per optimizer step, or the frames of a batch. The
+        increment may change from call to call (a shorter last batch); one that crosses several
+        update boundaries updates the topology once.
         """
         if num_steps < 1:
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
+        self._before_masking = []
+        self._accumulating = [False] * len(self.targets)
         previous = self.step_count
         self.step_count += num_steps
-        self._last_increment = num_steps
         if type(self.method).on_step is not SparseMethod.on_step:
             # Building a context costs a distribution solve: only for methods that listen.
             self.method.on_step(self._context())
@@ -293,16 +403,16 @@ class Sparsifier:
         self._plan_dense_grads()
 
     def _plan_dense_grads(self) -> None:
-        # Dense gradients are copied only on the backward pass that precedes an update.
-        upcoming = self.step_count + self._last_increment
-        self._collect_dense_grads = bool(
-            self.method.needs_dense_grads
-            and self.schedule is not None
-            and self.schedule.is_update_step(self.step_count, upcoming)
+        # The next step() may cross an update whatever its increment: capture on every backward
+        # pass while an update can still come (a copy per pass, none after RigL's end).
+        last = self.schedule.last_update if self.schedule is not None else None
+        self._capture_dense_grads = self.method.needs_dense_grads and (
+            last is None or self.step_count < last
         )
 
     def update_topology(self) -> None:
         """Update the masks now (the method's update), whatever the schedule says."""
+        self._before_masking = []
         old = self.masks
         new = self._validated(self.method.update_masks(self._context()))
         new = self._broadcast(new)
@@ -325,6 +435,7 @@ class Sparsifier:
             for opt in self._optimizers:
                 opt.state.clear()
         self._dense_grads = [None] * len(self.targets)
+        self._accumulating = [False] * len(self.targets)
         self.apply_masks()
 
     def _broadcast(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -348,7 +459,10 @@ class Sparsifier:
             generator=self._generator,
             step=self.step_count,
             model=self.model,
-            dense_grads=[self._dense_grads[i] for i in self._method_indices],
+            dense_grads=[
+                None if self._dense_grads[i] is None else self._dense_grads[i].abs()
+                for i in self._method_indices
+            ],
         )
 
     def _budget(self, step: int) -> tuple[list[int], list[tuple[list[int], int]] | None]:
@@ -447,7 +561,6 @@ class Sparsifier:
         """Masks, step, schedule position, RNG state and method state."""
         return {
             "step": self.step_count,
-            "last_increment": self._last_increment,
             "masks": {t.name: m.clone() for t, m in zip(self.targets, self.masks, strict=True)},
             "generator": self._generator.get_state(),
             "method": self.method.state_dict(),
@@ -455,6 +568,12 @@ class Sparsifier:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`, then re-apply the masks.
+
+        Load it before training resumes, before or after the model's and the optimizer's
+        state: either order gives the weights of the checkpoint. A random initial topology
+        zeroes weights when the sparsifier is built; tensors left as it left them (loaded
+        before the sparsifier was built) get their values back before the checkpoint's masks
+        apply.
 
         Raises:
             ValueError: the checkpoint's masks do not fit this model (names or shapes).
@@ -475,12 +594,18 @@ class Sparsifier:
                 f"missing {missing}, unexpected {unexpected}, "
                 f"shape (checkpoint, model) mismatches {mismatched}."
             )
+        with torch.no_grad():
+            for tensor, values, mask in self._before_masking:
+                if torch.equal(tensor, values * mask):  # as the initial draw left it: undo it
+                    tensor.copy_(values)
+        self._before_masking = []
         self._set_masks([masks[t.name].bool() for t in self.targets])
         self._float_masks = self._make_float_masks()
         self.step_count = int(state["step"])
-        self._last_increment = int(state["last_increment"])
         self._generator.set_state(state["generator"])
         self.method.load_state_dict(state["method"])
+        self._dense_grads = [None] * len(self.targets)
+        self._accumulating = [False] * len(self.targets)
         self._plan_dense_grads()
         self.apply_masks()
 
