@@ -8,7 +8,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-import yaml
 from tensordict import TensorDict
 
 from torchrl_sparse.lightning import FrameCheckpoint, MultiTaskPPO

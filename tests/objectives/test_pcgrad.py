@@ -10,6 +10,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import ClipPPOLoss, SACLoss
 
 from torchrl_sparse.objectives import PCGrad, pcgrad_project
+from torchrl_sparse.sparse import Sparsifier, StaticSparse
 
 
 def test_two_conflicting_gradients() -> None:
@@ -81,6 +82,26 @@ def test_ppo_step_applies_projected_gradient() -> None:
         out.keys()
     )
     assert out["pcgrad/num_tasks"] == 3
+
+
+def test_sparse_network_keeps_pruned_gradients_and_moments_zero() -> None:
+    """The projected gradient goes through the sparsifier's gradient masks, as any backward."""
+    loss = _ppo_loss()
+    params = [p for p in loss.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    sparsifier = Sparsifier(
+        loss, {"actor_network.*": 0.5}, method=StaticSparse(), optimizer=optimizer, seed=0
+    )
+    pcgrad = PCGrad(loss, optimizer, max_grad_norm=0.5, generator=torch.Generator())
+    pcgrad.step(_ppo_batch())
+    named = dict(loss.named_parameters())
+    for name, mask in sparsifier.named_masks(loss).items():
+        param, pruned = named[name], mask == 0
+        assert pruned.any()
+        assert not param.grad[pruned].any()
+        state = optimizer.state[param]
+        assert not state["exp_avg"][pruned].any() and not state["exp_avg_sq"][pruned].any()
+        assert not param[pruned].any()
 
 
 def test_ppo_missing_task_id_is_an_error() -> None:

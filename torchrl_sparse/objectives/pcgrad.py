@@ -203,11 +203,12 @@ class PCGrad:
             grads, reduction=self.reduction, generator=self.generator
         )
         self.optimizer.zero_grad(set_to_none=True)
-        offset = 0
         params = self.params
-        for p in params:
-            p.grad = combined[offset : offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+        # Accumulated through autograd, not assigned to ``.grad``: gradient hooks on the
+        # parameters (a sparsifier's masks, RigL's dense-gradient capture) run as after any
+        # backward.
+        chunks = combined.split([p.numel() for p in params])
+        torch.autograd.backward(params, [c.view_as(p) for c, p in zip(chunks, params, strict=True)])
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
         self.optimizer.step()
