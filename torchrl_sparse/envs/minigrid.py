@@ -19,6 +19,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import Compose, EnvBase, TransformedEnv
 
+from torchrl_sparse._compat import new_tensordict_unchecked
 from torchrl_sparse.envs.minigrid_view import (
     check_fast_observations,
     use_fast_observations,
@@ -213,8 +214,9 @@ class MiniGridMultiTaskEnv(EnvBase):
 
     @classmethod
     def _complete_done(cls, done_spec: Composite, data: TensorDictBase) -> TensorDictBase:
-        # TorchRL calls this on every step and reset output to add missing done entries and fix
-        # their shapes; _step and _reset always write all three at their final shapes.
+        # A private EnvBase hook (listed in torchrl_sparse._compat). TorchRL calls it on every
+        # step and reset output to add missing done entries and fix their shapes; _step and
+        # _reset always write all three at their final shapes.
         return data
 
     def _set_seed(self, seed: int | None) -> None:
@@ -268,7 +270,7 @@ class MiniGridMultiTaskEnv(EnvBase):
         if device.type == "cpu":
             # Fresh CPU tensors of the spec'd shapes and dtypes: skip the per-key validation of
             # the TensorDict constructor, a large part of the fixed cost of a step.
-            return TensorDict._new_unsafe(source, batch_size=self.batch_size, device=device)
+            return new_tensordict_unchecked(source, self.batch_size, device)
         return TensorDict(source, batch_size=self.batch_size, device=device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:

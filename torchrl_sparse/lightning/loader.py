@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torchrl
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
+
+from torchrl_sparse._compat import collector_carrier
 
 __all__ = ["CollectorLoader"]
 
@@ -117,13 +118,8 @@ class CollectorLoader:
         if hasattr(base, "simulator_state"):
             state["simulator"] = base.simulator_state()
         # The collector carries the last step's (transformed) data into the next rollout; it
-        # has no public accessor, so it is read from its carrier (``_carrier`` in torchrl 0.14).
-        carrier = getattr(collector, "_carrier", None)
-        if carrier is None:
-            raise RuntimeError(
-                "Cannot checkpoint the collector: torchrl's Collector has no _carrier "
-                f"(torchrl {torchrl.__version__}); the loader supports torchrl 0.14."
-            )
+        # has no public accessor (see torchrl_sparse._compat).
+        carrier = collector_carrier(collector)
         state["carrier"] = carrier.clone()
         return {"pickled": pickle.dumps(state)}
 
@@ -146,5 +142,5 @@ class CollectorLoader:
                 )
             base.load_simulator_state(state["simulator"])
         with torch.no_grad():
-            collector._carrier.update_(state["carrier"])
+            collector_carrier(collector).update_(state["carrier"])
         torch.set_rng_state(state["torch_rng"])
