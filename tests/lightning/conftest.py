@@ -9,6 +9,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Batches of 30 steps per task (90 frames on MT3), one short epoch each, no evaluation.
+TINY_PPO = {
+    "steps_per_task_per_batch": 30,
+    "envs_per_task": 1,
+    "policy_epochs": 1,
+    "policy_minibatch_per_task": 16,
+    "critic_batch_per_task": 30,
+    "eval_every_steps_per_task": 0,
+}
+TINY_PPO_FRAMES_PER_BATCH = 90
+
+
 def write_recipe(path: Path, extends: str, **overrides) -> Path:
     """A test recipe extending a shipped one (``extends`` relative to ``recipes/``)."""
     recipe = {"extends": str(REPO / "recipes" / extends), **overrides}

@@ -13,18 +13,7 @@ from torch import nn
 
 from torchrl_sparse.lightning.cli import run
 
-from .conftest import write_recipe
-
-# batches of 30 steps per task (90 frames on MT3), one short epoch each, no evaluation
-TINY = {
-    "steps_per_task_per_batch": 30,
-    "envs_per_task": 1,
-    "policy_epochs": 1,
-    "policy_minibatch_per_task": 16,
-    "critic_batch_per_task": 30,
-    "eval_every_steps_per_task": 0,
-}
-FRAMES_PER_BATCH = 90
+from .conftest import TINY_PPO, TINY_PPO_FRAMES_PER_BATCH, write_recipe
 
 
 class Snapshot(pl.Callback):
@@ -67,7 +56,7 @@ def _fit(
                 "suite": "MT3",
                 "arch": arch,
                 "total_steps_per_task": 30 * batches,
-                **TINY,
+                **TINY_PPO,
             }
         },
         trainer={"callbacks": callbacks},
@@ -87,7 +76,7 @@ SNAPSHOT = {"class_path": "tests.lightning.test_interventions.Snapshot"}
 def test_redo_recycles_units_for_every_head(arch: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     # fires at the end of the second and last batch, so the final state is ReDo's output
-    redo = _callback("ReDoCallback", every_n_frames=2 * FRAMES_PER_BATCH, tau=0.8)
+    redo = _callback("ReDoCallback", every_n_frames=2 * TINY_PPO_FRAMES_PER_BATCH, tau=0.8)
     cli, _ = _fit(tmp_path, "redo", arch, 2, [SNAPSHOT, redo])
     module, trainer = cli.model, cli.trainer
     before = next(c for c in trainer.callbacks if isinstance(c, Snapshot))
@@ -137,7 +126,7 @@ def test_redo_recycles_units_for_every_head(arch: str, tmp_path: Path, monkeypat
 
 def test_reset_reinitialises_every_head_output(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    reset = _callback("ResetCallback", every_n_frames=2 * FRAMES_PER_BATCH, max_resets=1)
+    reset = _callback("ResetCallback", every_n_frames=2 * TINY_PPO_FRAMES_PER_BATCH, max_resets=1)
     cli, _ = _fit(tmp_path, "reset", "moe", 2, [SNAPSHOT, reset])
     before = next(c for c in cli.trainer.callbacks if isinstance(c, Snapshot))
     params, moments = _state(cli.trainer, cli.model)
@@ -164,7 +153,10 @@ def test_reset_reinitialises_every_head_output(tmp_path: Path, monkeypatch) -> N
 def test_shrink_and_perturb_every_layer(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     snp = _callback(
-        "ShrinkAndPerturbCallback", shrink=0.5, perturb=0.1, every_n_frames=2 * FRAMES_PER_BATCH
+        "ShrinkAndPerturbCallback",
+        shrink=0.5,
+        perturb=0.1,
+        every_n_frames=2 * TINY_PPO_FRAMES_PER_BATCH,
     )
     cli, _ = _fit(tmp_path, "snp", "mtppo", 2, [SNAPSHOT, snp])
     before = next(c for c in cli.trainer.callbacks if isinstance(c, Snapshot))
@@ -196,9 +188,9 @@ def test_interventions_resume_where_they_left_off(tmp_path: Path, monkeypatch) -
     # 4 batches; interrupted after the second: ReDo fires before and after, Reset and
     # shrink-and-perturb only after the resume
     interventions = [
-        _callback("ReDoCallback", every_n_frames=2 * FRAMES_PER_BATCH, tau=0.8),
-        _callback("ResetCallback", every_n_frames=3 * FRAMES_PER_BATCH, max_resets=1),
-        _callback("ShrinkAndPerturbCallback", every_n_frames=4 * FRAMES_PER_BATCH),
+        _callback("ReDoCallback", every_n_frames=2 * TINY_PPO_FRAMES_PER_BATCH, tau=0.8),
+        _callback("ResetCallback", every_n_frames=3 * TINY_PPO_FRAMES_PER_BATCH, max_resets=1),
+        _callback("ShrinkAndPerturbCallback", every_n_frames=4 * TINY_PPO_FRAMES_PER_BATCH),
     ]
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
     reference_dir.mkdir()
@@ -217,7 +209,7 @@ def test_interventions_resume_where_they_left_off(tmp_path: Path, monkeypatch) -
     monkeypatch.chdir(resumed_dir)
     stop = {
         "class_path": "tests.lightning.signals.SignalAtFrames",
-        "init_args": {"frames": 2 * FRAMES_PER_BATCH, "signum": int(signal.SIGTERM)},
+        "init_args": {"frames": 2 * TINY_PPO_FRAMES_PER_BATCH, "signum": int(signal.SIGTERM)},
     }
     with pytest.raises(SystemExit):
         _fit(resumed_dir, "all", "moore", 4, [*interventions, stop])

@@ -12,16 +12,10 @@ import torch
 from torchrl_sparse.lightning import MultiTaskPPO, PlasticityMonitorCallback
 from torchrl_sparse.plasticity import ALL_METRICS
 
-# 4 batches of 30 steps per task (90 frames on MT3), one short epoch each, no evaluation
-TINY = {
-    "total_steps_per_task": 120,
-    "steps_per_task_per_batch": 30,
-    "envs_per_task": 1,
-    "policy_epochs": 1,
-    "policy_minibatch_per_task": 16,
-    "critic_batch_per_task": 30,
-    "eval_every_steps_per_task": 0,
-}
+from .conftest import TINY_PPO
+
+# 4 batches of 30 steps per task (90 frames on MT3)
+TINY = {**TINY_PPO, "total_steps_per_task": 120}
 
 
 def _fit(root: Path, callbacks: list[pl.Callback], arch: str = "moe") -> MultiTaskPPO:

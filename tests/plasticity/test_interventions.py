@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from tensordict import TensorDict
 from torch import nn
 
 from torchrl_sparse.modules import make_ppo_actor
@@ -15,6 +14,8 @@ from torchrl_sparse.plasticity import (
     ShrinkAndPerturb,
     reset_optimizer_state,
 )
+
+from .conftest import mt3_states
 
 
 def _net_with_dead_unit() -> tuple[nn.Sequential, torch.optim.Adam, dict[str, torch.Tensor]]:
@@ -192,17 +193,6 @@ def test_bad_arguments() -> None:
         )
 
 
-def _mt3_states(n: int = 48) -> TensorDict:
-    g = torch.Generator().manual_seed(0)
-    return TensorDict(
-        {
-            "observation": torch.randint(0, 11, (n, 3, 7, 7), generator=g).float(),
-            "task_id": torch.arange(n) % 3,
-        },
-        [n],
-    )
-
-
 OPTIMIZERS = {
     "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
     "sgd": lambda params: torch.optim.SGD(params, lr=1e-2, momentum=0.9),
@@ -217,7 +207,7 @@ def test_redo_recycles_shared_units_for_every_expert_and_head(arch: str, optimiz
     actor = make_ppo_actor("MT3", arch=arch)
     net = actor.module[0].module
     opt = OPTIMIZERS[optimizer](actor.parameters())
-    states = _mt3_states()
+    states = mt3_states()
     dist = actor.get_dist(states.copy())
     (-dist.log_prob(dist.sample()).mean()).backward()
     opt.step()  # every state tensor is non-zero now

@@ -21,6 +21,8 @@ from torchrl_sparse.plasticity import (
     srank,
 )
 
+from .conftest import mt3_states
+
 
 class TwoTaskTrunk(nn.Module):
     """Shared trunk plus one head per task, selected by the one-hot task id."""
@@ -165,22 +167,11 @@ def test_trainer_hook_logs_on_cadence() -> None:
     assert hook.state_dict()["schedule"]["steps"] == 128
 
 
-def _mt3_states(n: int = 48) -> TensorDict:
-    g = torch.Generator().manual_seed(0)
-    return TensorDict(
-        {
-            "observation": torch.randint(0, 11, (n, 3, 7, 7), generator=g).float(),
-            "task_id": torch.arange(n) % 3,
-        },
-        [n],
-    )
-
-
 @pytest.mark.parametrize("arch", ["mtppo", "moe", "moore"])
 def test_architectures_are_measured_on_the_same_kinds_of_layers(arch: str) -> None:
     torch.manual_seed(0)
     actor = make_ppo_actor("MT3", arch=arch)
-    states = _mt3_states()
+    states = mt3_states()
     out = PlasticityMonitor(
         {"actor": actor}, ["dormant_ratio", "srank"], task_key="task_id"
     ).compute(states)
