@@ -7,21 +7,19 @@ from pathlib import Path
 
 __all__ = ["read_scalars", "summary_figure"]
 
-# (title, tag patterns in order of preference: the first pattern with data is drawn)
-PANELS: list[tuple[str, list[str]]] = [
-    (
-        "return per task",
-        [
-            r"charts/eval/normalized_return/.+",
-            r"charts/eval/success/.+",
-            r"charts/normalized_return/.+",
-            r"charts/episode_return/.+",
-            r"charts/episode_return",
-        ],
-    ),
-    ("sparsity", [r"sparsity/total"]),
-    ("dormant ratio", [r"plasticity/[^/]+/dormant_ratio"]),
-    ("effective rank", [r"plasticity/[^/]+/srank"]),
+# Panels, each a list of (tag pattern, title) in order of preference: the first pattern with
+# data is drawn, under its own title.
+PANELS: list[list[tuple[str, str]]] = [
+    [
+        (r"charts/eval/normalized_return/.+", "evaluation return per task (normalised)"),
+        (r"charts/eval/success/.+", "evaluation success rate per task"),
+        (r"charts/normalized_return/.+", "training return per task (normalised)"),
+        (r"charts/episode_return/.+", "training return per task"),
+        (r"charts/episode_return", "training return"),
+    ],
+    [(r"sparsity/total", "sparsity (fraction of zero weights)")],
+    [(r"plasticity/[^/]+/dormant_ratio", "dormant ratio")],
+    [(r"plasticity/[^/]+/srank", "effective rank (srank)")],
 ]
 
 
@@ -59,26 +57,33 @@ def summary_figure(log_dir: str | Path, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     scalars = read_scalars(log_dir)
-    panels: list[tuple[str, dict[str, list[tuple[int, float]]]]] = []
-    for title, patterns in PANELS:
-        for pattern in patterns:
+    panels: list[tuple[str, dict[str, list[tuple[int, float]]], list[tuple[int, float]]]] = []
+    for choices in PANELS:
+        for pattern, title in choices:
             series = {t: v for t, v in sorted(scalars.items()) if re.fullmatch(pattern, t)}
             if series:
-                panels.append((title, series))
+                # per-task panels also draw the mean over tasks, when it is logged
+                mean = scalars.get(pattern.removesuffix("/.+") + "_mean", [])
+                panels.append((title, series, mean))
                 break
     if not panels:
         raise ValueError(f"No scalar to plot in {log_dir}: found tags {sorted(scalars)}.")
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for axis, (title, series) in zip(axes[0], panels, strict=True):
+    for axis, (title, series, mean) in zip(axes[0], panels, strict=True):
         labels = _distinct_parts(list(series))
         for (_tag, points), label in zip(series.items(), labels, strict=True):
             steps, values = zip(*points, strict=True)
             axis.plot(steps, values, label=label if len(series) > 1 else None)
+        if mean:
+            steps, values = zip(*mean, strict=True)
+            axis.plot(steps, values, "k--", label="mean over tasks")
         axis.set(title=title, xlabel="environment frames")
+        axis.xaxis.set_major_formatter(EngFormatter(sep=""))  # 150k, 1.2M
         axis.grid(alpha=0.3)
-        if len(series) > 1:
+        if len(series) > 1 or mean:
             axis.legend(fontsize=7)
     figure.tight_layout()
     path = Path(path)
