@@ -25,8 +25,8 @@ assert "MultiTaskPPO" in out.getvalue()
 import torchrl_sparse.envs as envs
 try:
     envs.make_metaworld_env
-except ImportError as error:
-    assert "made unimportable" in str(error), error
+except ModuleNotFoundError as error:
+    assert "pip install 'torchrl-sparse[metaworld]'" in str(error), error
 else:
     raise AssertionError("MetaWorld imported although it is unimportable")
 print("loaded:", sorted(m for m in sys.modules if m.startswith("metaworld")))
@@ -37,7 +37,7 @@ def test_minigrid_ppo_path_runs_without_metaworld(tmp_path: Path) -> None:
     shadow = tmp_path / "metaworld"
     shadow.mkdir()
     (shadow / "__init__.py").write_text(
-        "raise ImportError('metaworld made unimportable for this test')\n"
+        "raise ModuleNotFoundError('metaworld made unimportable', name='metaworld')\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(

@@ -6,6 +6,17 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+# The extra that installs each optional dependency (pyproject.toml).
+_EXTRAS = {
+    "metaworld": "metaworld",
+    "mujoco": "metaworld",
+    "minigrid": "minigrid",
+    "gymnasium": "minigrid",
+    "lightning": "cli",
+    "jsonargparse": "cli",
+    "tensorboard": "cli",
+}
+
 
 def lazy_exports(
     package: str, submodules: dict[str, str]
@@ -20,7 +31,17 @@ def lazy_exports(
     def __getattr__(name: str) -> Any:
         if name not in submodules:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{submodules[name]}"), name)
+        try:
+            submodule = importlib.import_module(f"{package}.{submodules[name]}")
+        except ModuleNotFoundError as error:
+            extra = _EXTRAS.get((error.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise ModuleNotFoundError(
+                f"{package}.{name} needs {error.name!r}: pip install 'torchrl-sparse[{extra}]'",
+                name=error.name,
+            ) from error
+        value = getattr(submodule, name)
         namespace[name] = value
         return value
 

@@ -170,7 +170,8 @@ def test_diverging_parameters_stop_the_run(tiny_ppo, tmp_path: Path, monkeypatch
         ),
         (
             ["--model.init_args.steps_per_task_per_batch", "500"],
-            "steps_per_task_per_batch=500 is larger than total_steps_per_task=400",
+            r"steps_per_task_per_batch=500 \(rounded up to 500, a multiple of envs_per_task=2\) "
+            "is larger than total_steps_per_task=400",
         ),
     ],
 )

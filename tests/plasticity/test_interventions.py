@@ -255,3 +255,22 @@ def test_redo_recycles_shared_units_for_every_expert_and_head(arch: str, optimiz
         for key, value in opt.state[src.weight].items():
             if value.shape == src.weight.shape:
                 assert (value[dead] == 0).all(), key
+
+
+def test_reset_refuses_layers_without_parameters() -> None:
+    """A head with LayerNorm shifts the indices: '*.2' is then a Tanh, not the output layer."""
+    actor = make_ppo_actor("MT3", layer_norm="heads")
+    with pytest.raises(ValueError, match="matches modules without parameters"):
+        Reset(actor, ["*head.heads.*.2"], None, every=10)
+
+
+def test_reset_callback_defaults_to_every_heads_last_linear() -> None:
+    from torchrl_sparse.lightning.plasticity import head_output_layers
+
+    for placement in ("none", "both"):
+        actor = make_ppo_actor("MT3", layer_norm=placement)
+        names = head_output_layers(actor)
+        modules = dict(actor.named_modules())
+        assert len(names) == 3
+        assert all(isinstance(modules[n], torch.nn.Linear) for n in names)
+        assert all(modules[n].out_features == 7 for n in names)

@@ -297,11 +297,37 @@ class ReDoCallback(_InterventionCallback):
         return ReDo(module, optimizer, tau=self.tau, every=self.every_n_frames, masks=masks)
 
 
+def head_output_layers(module: nn.Module) -> list[str]:
+    """Names of the last ``Linear`` of every task head (``...head.heads.<task>``) in ``module``.
+
+    Raises:
+        ValueError: if ``module`` has no multi-head ``head.heads`` with ``Linear`` layers.
+
+    Examples:
+        >>> from torchrl_sparse.modules import make_ppo_actor
+        >>> head_output_layers(make_ppo_actor("MT3", layer_norm="heads"))[0]
+        'module.0.module.head.heads.0.3'
+    """
+    names = []
+    for name, head in module.named_modules():
+        if name.rsplit(".", 2)[-2:-1] == ["heads"] and name.rsplit(".", 1)[-1].isdigit():
+            linears = [n for n, m in head.named_modules() if isinstance(m, nn.Linear)]
+            if linears:
+                names.append(f"{name}.{linears[-1]}" if linears[-1] else name)
+    if not names:
+        raise ValueError(
+            f"{type(module).__name__} has no task heads (submodules '...head.heads.<task>' with "
+            "Linear layers): give ResetCallback(layers=[...]) explicitly."
+        )
+    return names
+
+
 class ResetCallback(_InterventionCallback):
     """Reset: re-initialise chosen layers (and their optimizer state) on a schedule.
 
     Args:
-        layers: layer names or globs, by default the output layer of every task head.
+        layers: layer names or globs; by default the output layer (last ``Linear``) of every
+            task head, wherever LayerNorm or activations sit in the head.
         every_n_frames: period (100,000 in Todorov et al.).
         max_resets: at most this many resets (2 in Todorov et al.).
         networks: which networks.
@@ -320,13 +346,13 @@ class ResetCallback(_InterventionCallback):
         networks: list[str] | None = None,
     ) -> None:
         super().__init__(networks, every_n_frames)
-        self.layers = layers or ["*head.heads.*.2"]
+        self.layers = layers
         self.max_resets = max_resets
 
     def build(self, module: nn.Module, optimizer: Any, masks: Any) -> Reset:
         return Reset(
             module,
-            self.layers,
+            self.layers or head_output_layers(module),
             optimizer,
             every=self.every_n_frames,
             max_resets=self.max_resets,

@@ -78,7 +78,9 @@ class MultiTaskPPO(MultiTaskRLModule):
         total_steps_per_task: training length in steps of every task (frames = this x number
             of tasks).
         steps_per_task_per_batch: steps of every task per collected batch and update (rounded
-            up to a multiple of ``envs_per_task``).
+            up to a multiple of ``envs_per_task``); per rank under DDP, where an update sees
+            ``world_size`` such batches and a run ``total_steps_per_task`` steps in all, so
+            divide this by the number of ranks to keep the papers' update size.
         lr: Adam learning rate (actor and critic).
         weight_decay: Adam L2 weight decay (1e-6 is the papers' baseline).
         gamma: discount.
@@ -163,9 +165,12 @@ class MultiTaskPPO(MultiTaskRLModule):
                 "eval_every_steps_per_task must be >= 0 (0 disables evaluation), got "
                 f"{eval_every_steps_per_task!r}."
             )
-        if steps_per_task_per_batch > total_steps_per_task:
+        # A batch is whole steps of every sub-environment: rounded up to envs_per_task.
+        steps_per_batch = math.ceil(steps_per_task_per_batch / envs_per_task) * envs_per_task
+        if steps_per_batch > total_steps_per_task:
             raise ValueError(
-                f"steps_per_task_per_batch={steps_per_task_per_batch} is larger than "
+                f"steps_per_task_per_batch={steps_per_task_per_batch} (rounded up to "
+                f"{steps_per_batch}, a multiple of envs_per_task={envs_per_task}) is larger than "
                 f"total_steps_per_task={total_steps_per_task}: one batch would overshoot the "
                 "training length."
             )
@@ -174,7 +179,6 @@ class MultiTaskPPO(MultiTaskRLModule):
         self.num_tasks = len(MINIGRID_SUITES[suite])
         self.task_names = list(MINIGRID_SUITES[suite])
         # Frames are transitions summed over tasks: what collectors, logs and callbacks count.
-        steps_per_batch = math.ceil(steps_per_task_per_batch / envs_per_task) * envs_per_task
         self.frames_per_batch = steps_per_batch * self.num_tasks
         self.total_frames = total_steps_per_task * self.num_tasks
         self.eval_every_frames = eval_every_steps_per_task * self.num_tasks

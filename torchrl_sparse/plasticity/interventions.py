@@ -101,6 +101,13 @@ def _match_layers(module: nn.Module, patterns: Sequence[str]) -> list[tuple[str,
                 f"layer pattern {pattern!r} matches no submodule; allowed are qualified names "
                 f"(fnmatch patterns) of named_modules(), e.g. {[n for n in named if n][:6]}"
             )
+        empty = [n for n in hits if not any(True for _ in named[n].parameters(recurse=False))]
+        if empty:
+            # e.g. an activation where a LayerNorm shifted the head's layer indices
+            raise ValueError(
+                f"layer pattern {pattern!r} matches modules without parameters {empty}: "
+                "nothing to reset; name the Linear/Conv layers."
+            )
         chosen.update({n: named[n] for n in hits})
     return list(chosen.items())
 
