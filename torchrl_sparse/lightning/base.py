@@ -46,6 +46,10 @@ class MultiTaskRLModule(pl.LightningModule):
     frames_per_batch: int
     total_frames: int
     eval_every_frames: int
+    #: Benchmark family, for run summaries: ``"minigrid"`` or ``"metaworld"``.
+    benchmark: str
+    #: Evaluation score logged as ``charts/eval/<eval_metric>/<task>`` and ``..._mean``.
+    eval_metric: str
     #: ``(tag, label)`` pairs; the first tag already logged is shown in the progress bar.
     progress_keys: tuple[tuple[str, str], ...] = ()
 

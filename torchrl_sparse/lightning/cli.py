@@ -13,9 +13,11 @@ the extending file. A recipe without a logger logs to TensorBoard under
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from torchrl_sparse.experiments.summary import summarize_module
 from torchrl_sparse.lightning.callbacks import FrameCheckpoint
 
 __all__ = ["load_recipe", "main", "run"]
@@ -120,9 +123,22 @@ def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``torchrl-sparse`` and ``python -m torchrl_sparse``.
 
-    Returns nothing: the console script passes the return value to ``sys.exit``.
+    ``sweep`` and ``report`` are their own commands (:mod:`torchrl_sparse.experiments`,
+    :mod:`torchrl_sparse.report`); everything else goes to LightningCLI. Exits with the
+    command's status.
     """
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in _COMMANDS:
+        module_name, function = _COMMANDS[argv[0]]
+        sys.exit(getattr(importlib.import_module(module_name), function)(argv[1:]))
     run(args)
+
+
+#: Commands that are not LightningCLI subcommands: name -> (module, function of argv -> status).
+_COMMANDS = {
+    "sweep": ("torchrl_sparse.experiments.cli", "main"),
+    "report": ("torchrl_sparse.report.cli", "main"),
+}
 
 
 def run(args: list[str] | None = None, run: bool = True) -> LightningCLI:
@@ -160,6 +176,23 @@ class _CLI(LightningCLI):
             for callback in self.trainer.callbacks:
                 if isinstance(callback, FrameCheckpoint):
                     callback.refuse_to_overwrite(callback.earlier_run(self.trainer))
+        self._fit_started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        # summary.json: what sweeps check for completion and reports tabulate.
+        logger = self.trainer.logger
+        if not self.trainer.is_global_zero or logger is None or logger.log_dir is None:
+            return
+        if not hasattr(self.model, "eval_metric"):
+            return
+        summarize_module(
+            self.model,
+            run_dir=logger.log_dir,
+            condition=str(logger.name),
+            seed=int(self.model.hparams.get("seed", 0)),
+            config=self.config[self.subcommand].as_dict(),
+            wall_time_s=time.perf_counter() - self._fit_started,
+        )
 
 
 def _seed_version(seed: int) -> str:

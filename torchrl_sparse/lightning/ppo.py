@@ -111,6 +111,8 @@ class MultiTaskPPO(MultiTaskRLModule):
         'ClipPPOLoss'
     """
 
+    benchmark = "minigrid"
+    eval_metric = "normalized_return"
     progress_keys = (
         ("charts/eval/normalized_return_mean", "return"),
         ("charts/normalized_return_mean", "return"),

@@ -209,6 +209,8 @@ class MultiTaskSAC(MultiTaskRLModule):
         torch.Size([10])
     """
 
+    benchmark = "metaworld"
+    eval_metric = "success"
     progress_keys = (("charts/eval/success_mean", "success"), ("charts/success_mean", "success"))
 
     def __init__(
