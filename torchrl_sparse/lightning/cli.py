@@ -123,7 +123,8 @@ def _expand_configs(argv: list[str], workdir: Path) -> list[str]:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``torchrl-sparse`` and ``python -m torchrl_sparse``.
 
-    ``sweep`` and ``report`` are their own commands (:mod:`torchrl_sparse.experiments`,
+    ``evaluate``, ``sweep`` and ``report`` are their own commands
+    (:mod:`torchrl_sparse.lightning.evaluate`, :mod:`torchrl_sparse.experiments`,
     :mod:`torchrl_sparse.report`); everything else goes to LightningCLI. Exits with the
     command's status.
     """
@@ -136,6 +137,7 @@ def main(args: list[str] | None = None) -> None:
 
 #: Commands that are not LightningCLI subcommands: name -> (module, function of argv -> status).
 _COMMANDS = {
+    "evaluate": ("torchrl_sparse.lightning.evaluate", "main"),
     "sweep": ("torchrl_sparse.experiments.cli", "main"),
     "report": ("torchrl_sparse.report.cli", "main"),
 }
