@@ -47,6 +47,7 @@ def config_hash(config: dict[str, Any]) -> str:
     stripped = json.loads(json.dumps(config, default=str))
     stripped.pop("seed_everything", None)
     stripped.pop("ckpt_path", None)
+    stripped.pop("config", None)  # the files it was read from, not what they say
     (stripped.get("model") or {}).get("init_args", {}).pop("seed", None)
     trainer = stripped.get("trainer") or {}
     trainer.pop("logger", None)

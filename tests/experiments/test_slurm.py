@@ -1,0 +1,119 @@
+"""The SLURM path: submitit's debug executor, a fake `sbatch`, and requeue after pre-emption."""
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.experiments.conftest import run_sweep
+from torchrl_sparse.experiments import read_summary
+from torchrl_sparse.experiments.sweep import Sweep
+
+pytest.importorskip("submitit")
+
+from torchrl_sparse.experiments.slurm import FitJob, child_environment  # noqa: E402
+
+
+def test_debug_executor_runs_the_array_to_the_end(tiny_recipes, tmp_path: Path) -> None:
+    tiny_recipes("a")
+    out = tmp_path / "sweep"
+    result = run_sweep(
+        "recipes/a.yaml",
+        "--seeds",
+        "0-1",
+        "--out",
+        str(out),
+        "--executor",
+        "slurm",
+        "--submitit-cluster",
+        "debug",
+        "--wait",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Sweep summary: finished 2" in result.stdout
+    for seed in (0, 1):
+        assert read_summary(out / "a" / f"seed{seed}")["finished"]
+
+
+def test_fake_sbatch_gets_one_throttled_array_with_usr2_before_the_limit(
+    tiny_recipes, tmp_path: Path
+) -> None:
+    tiny_recipes("a", "b")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        "#!/bin/sh\n"
+        f'for last; do :; done; cp "$last" {tmp_path}/array.sh; echo "$@" > {tmp_path}/args\n'
+        'echo "Submitted batch job 4242"\n'
+    )
+    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
+    env_path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    result = run_sweep(
+        "recipes/a.yaml",
+        "recipes/b.yaml",
+        "--seeds",
+        "0-2",
+        "--out",
+        str(tmp_path / "sweep"),
+        "--executor",
+        "slurm",
+        "--partition",
+        "gpu",
+        "--timeout-min",
+        "90",
+        "--array-parallelism",
+        "4",
+        "--threads-per-job",
+        "2",
+        cwd=tmp_path,
+        path=env_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Submitted 6 array tasks: 4242_0, 4242_1" in result.stdout
+    script = (tmp_path / "array.sh").read_text()
+    for line in (
+        "#SBATCH --array=0-5%4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=90",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --signal=USR2@90",
+        "#SBATCH --open-mode=append",
+    ):
+        assert line in script, script
+
+
+def test_preemption_stops_the_fit_and_the_requeued_task_resumes(
+    tiny_recipes, tmp_path: Path
+) -> None:
+    tiny_recipes("long", total_steps_per_task=1200)
+    (run,) = Sweep([str(tmp_path / "recipes" / "long.yaml")], [0], out=str(tmp_path / "o")).runs()
+    job = FitJob(threads=1)
+    returned: list[int] = []
+    worker = threading.Thread(target=lambda: returned.append(job(run)))
+    worker.start()
+    deadline = time.time() + 240
+    while time.time() < deadline and "Epoch 0:" not in (
+        run.log.read_text() if run.log.exists() else ""
+    ):
+        time.sleep(0.5)
+    requeued = job.checkpoint(run)  # what submitit calls on USR2
+    worker.join(timeout=240)
+    assert returned == [143]
+    assert run.state() == "interrupted"
+
+    assert requeued.result() == 0  # the requeued task, on any node
+    summary = read_summary(run.run_dir)
+    assert summary["finished"] and summary["frames"] == 3600
+
+
+def test_the_fit_runs_without_slurm_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    env = child_environment(threads=3)
+    assert "SLURM_JOB_ID" not in env and "SLURM_NTASKS" not in env
+    assert env["OMP_NUM_THREADS"] == "3"

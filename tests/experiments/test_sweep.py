@@ -1,0 +1,148 @@
+"""Sweep specification and run states, from the files a run folder holds (no training)."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from torchrl_sparse.experiments import SUMMARY_FILE
+from torchrl_sparse.experiments.sweep import Sweep, SweepRun, parse_grid, parse_seeds
+
+
+def test_seeds_ranges_and_lists() -> None:
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("5, 1,2-3") == [5, 1, 2, 3]
+
+
+@pytest.mark.parametrize("text", ["", "a", "3-1", "-1", "0-2,2", "1.5"])
+def test_bad_seeds_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        parse_seeds(text)
+
+
+def test_grid_values_are_kept_as_written() -> None:
+    assert parse_grid(["--model.init_args.lr=1e-3, 3e-4", "model.init_args.gamma=0.9"]) == {
+        "model.init_args.lr": ["1e-3", "3e-4"],
+        "model.init_args.gamma": ["0.9"],
+    }
+
+
+@pytest.mark.parametrize(
+    "items", [["model.init_args.lr"], ["=1"], ["a=1,"], ["a=1", "a=2"]], ids=str
+)
+def test_bad_grid_is_refused(items: list[str]) -> None:
+    with pytest.raises(ValueError, match="grid"):
+        parse_grid(items)
+
+
+def test_conditions_are_recipe_paths_then_grid_labels(tiny_recipes, tmp_path: Path) -> None:
+    tiny_recipes("a", "b")
+    sweep = Sweep(
+        [str(tmp_path / "recipes" / "*.yaml")],
+        seeds=[0, 1],
+        grid={"model.init_args.lr": ["1e-3", "3e-4"]},
+        out=str(tmp_path / "out"),
+    )
+    runs = sweep.runs()
+    assert [run.name for run in runs] == [
+        f"{recipe}@lr={lr}/seed{seed}"
+        for recipe in ("a", "b")
+        for lr in ("1e-3", "3e-4")
+        for seed in (0, 1)
+    ]
+    command = runs[1].command()
+    assert command[command.index("--model.init_args.lr") + 1] == "1e-3"
+    assert command[command.index("--model.init_args.seed") + 1] == "1"
+    assert command[command.index("--trainer.logger.init_args.name") + 1] == "a@lr=1e-3"
+    assert runs[1].run_dir == tmp_path / "out" / "a@lr=1e-3" / "seed1"
+
+
+def test_options_sharing_a_last_name_are_labelled_in_full(tiny_recipes, tmp_path) -> None:
+    (recipe,) = tiny_recipes("a")
+    grid = {"x.init_args.sparsity": ["0.9"], "y.init_args.sparsity": ["0.8"]}
+    (run,) = Sweep([str(recipe)], seeds=[0], grid=grid).runs()
+    assert run.condition == "a@x.init_args.sparsity=0.9@y.init_args.sparsity=0.8"
+
+
+def test_saved_sweep_loads_back_equal(tiny_recipes, tmp_path: Path) -> None:
+    (recipe,) = tiny_recipes("a")
+    sweep = Sweep([str(recipe)], seeds=[0, 2], grid={"model.init_args.lr": ["1e-3"]}, out="x")
+    sweep.save(tmp_path / "sweep.yaml")
+    assert Sweep.load(tmp_path / "sweep.yaml") == sweep
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": []}, "at least one seed"),
+        ({"recipes": ["nope/*.yaml"]}, "matches no file"),
+        ({"recipes": ["missing.yaml"]}, "No recipe"),
+        ({"grid": {"model.init_args.seed": ["1"]}}, "set by the sweep"),
+        ({"overrides": {"trainer.logger.init_args.save_dir": "x"}}, "set by the sweep"),
+    ],
+)
+def test_bad_sweeps_are_refused(tiny_recipes, kwargs: dict, message: str) -> None:
+    (recipe,) = tiny_recipes("a")
+    with pytest.raises(ValueError, match=message):
+        Sweep(**{"recipes": [str(recipe)], "seeds": [0], **kwargs})
+
+
+def test_unknown_keys_in_a_sweep_file(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("recipes: [a.yaml]\nseeds: [0]\njobs: 3\n")
+    with pytest.raises(ValueError, match=r"unknown sweep keys \['jobs'\]"):
+        Sweep.load(tmp_path / "s.yaml")
+
+
+def test_two_recipes_cannot_share_a_condition(tmp_path: Path) -> None:
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "dense.yaml").write_text("{}")
+    sweep = Sweep([str(tmp_path / "x/dense.yaml"), str(tmp_path / "y/dense.yaml")], seeds=[0])
+    with pytest.raises(ValueError, match="share the run folders"):
+        sweep.runs()
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> SweepRun:
+    return SweepRun(tmp_path / "r.yaml", "cond", 3, (), tmp_path / "out")
+
+
+def test_states_follow_the_run_folder(run: SweepRun) -> None:
+    assert run.state() == "queued"
+    run.prepare_attempt()
+    run.hold_lock(os.getpid())
+    assert run.state() == "running"
+    run.checkpoint.parent.mkdir()
+    run.checkpoint.write_bytes(b"ckpt")
+    run.record_exit(143, started=0.0)
+    assert run.state() == "interrupted"
+    assert run.command()[-2:] == ["--ckpt_path", str(run.checkpoint)]
+    assert "--ckpt_path" not in run.command(resume=False)
+    run.record_exit(1, started=0.0)
+    assert run.state() == "failed"
+    assert run.last_status()["attempts"] == 2
+    (run.run_dir / SUMMARY_FILE).write_text(json.dumps({"schema_version": 1, "finished": False}))
+    assert run.state() == "failed"
+    (run.run_dir / SUMMARY_FILE).write_text(json.dumps({"schema_version": 1, "finished": True}))
+    assert run.state() == "finished"
+
+
+def test_a_dead_local_lock_is_stale_a_remote_one_is_held(run: SweepRun) -> None:
+    run.prepare_attempt()
+    run.hold_lock(2**22 + 12345)  # above Linux's default pid_max: no such process
+    assert run.state() == "queued"
+    (run.run_dir / "sweep.lock").write_text(
+        json.dumps({"pid": 1, "host": socket.gethostname() + "-node"})
+    )
+    assert run.state() == "running"
+
+
+def test_a_fresh_start_moves_an_unresumable_attempt_aside(run: SweepRun) -> None:
+    run.prepare_attempt()
+    (run.run_dir / "events.out.tfevents.1.host").write_bytes(b"old curves")
+    run.prepare_attempt()
+    assert not any(run.run_dir.iterdir())
+    (aside,) = run.run_dir.parent.glob("seed3.attempt-*")
+    assert (aside / "events.out.tfevents.1.host").read_bytes() == b"old curves"
