@@ -14,7 +14,7 @@ from torchrl_sparse.experiments.sweep import Sweep
 
 pytest.importorskip("submitit")
 
-from torchrl_sparse.experiments.slurm import FitJob, child_environment  # noqa: E402
+from torchrl_sparse.experiments.slurm import FitJob, child_environment
 
 
 def test_debug_executor_runs_the_array_to_the_end(tiny_recipes, tmp_path: Path) -> None:
@@ -51,7 +51,10 @@ def test_fake_sbatch_gets_one_throttled_array_with_usr2_before_the_limit(
         f'for last; do :; done; cp "$last" {tmp_path}/array.sh; echo "$@" > {tmp_path}/args\n'
         'echo "Submitted batch job 4242"\n'
     )
-    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
+    srun = bin_dir / "srun"  # submitit only checks that it exists
+    srun.write_text("#!/bin/sh\nexit 1\n")
+    for tool in (sbatch, srun):
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     env_path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     result = run_sweep(
         "recipes/a.yaml",
