@@ -53,7 +53,7 @@ def test_two_by_two_sweep_interrupted_resumed_then_skipped(tiny_recipes, tmp_pat
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     # dense_a/seed0 was training; seed1 may have been stopped before its first batch.
     assert re.search(r"interrupted [12], queued [23]\n", resumed.stdout), resumed.stdout
-    assert "running 2" in resumed.stdout  # the pool ran two at once
+    assert "2 running" in resumed.stdout  # the pool ran two at once
     assert "Sweep summary: finished 4" in resumed.stdout
     assert "--ckpt_path" in log.read_text()
     summaries = _summaries(out)

@@ -198,10 +198,12 @@ class LocalPool:
         if left or mean is not None:
             typical = mean if mean is not None else max(left)
             eta = max(left, default=0.0) + typical * len(queue) / self.jobs
+        done = len(results) - failed - stopped
+        total = len(results) + len(running) + len(queue)
         return (
-            f"[sweep {time.strftime('%H:%M:%S')}] finished {len(results) - failed - stopped}, "
-            f"running {len(running)}, failed {failed}, queued {len(queue)}"
-            + (f", stopped {stopped}" if stopped else "")
+            f"[sweep {time.strftime('%H:%M:%S')}] {done}/{total} finished, {len(running)} running, "
+            f"{len(queue)} queued, {failed} failed"
+            + (f", {stopped} stopped" if stopped else "")
             + (f" | {fps:,.0f} frames/s" if fps else "")
             + (f" | ETA {_clock(eta)}" if eta is not None else "")
         )
