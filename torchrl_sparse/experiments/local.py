@@ -195,7 +195,7 @@ class LocalPool:
         mean = sum(durations) / len(durations) if durations else None
         # The longest running fit, then the queue spread over the slots at the mean run time.
         eta = None
-        if left or mean is not None:
+        if (running or queue) and (left or mean is not None):
             typical = mean if mean is not None else max(left)
             eta = max(left, default=0.0) + typical * len(queue) / self.jobs
         done = len(results) - failed - stopped
