@@ -94,6 +94,17 @@ def summarize_module(
 
     Returns:
         The summary, as written.
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl_sparse.lightning import MultiTaskPPO
+        >>> module = MultiTaskPPO("MT3")
+        >>> module.latest.update(
+        ...     {f"charts/eval/normalized_return/{task}": 0.5 for task in module.task_names}
+        ... )
+        >>> summary = summarize_module(module, tempfile.mkdtemp(), "minigrid/mt3/mtppo/dense", 0)
+        >>> summary["treatment"], summary["final_eval_mean"], summary["finished"]
+        ('dense', 0.5, False)
     """
     hparams = dict(module.hparams)
     suite = hparams.get("suite")
