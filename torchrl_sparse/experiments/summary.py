@@ -19,8 +19,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import torchrl_sparse
 
 __all__ = ["SCHEMA_VERSION", "SUMMARY_FILE", "config_hash", "read_summary", "summarize_module"]
@@ -167,8 +165,3 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
         )
     return summary
 
-
-def read_config(run_dir: str | Path) -> dict[str, Any] | None:
-    """The ``config.yaml`` LightningCLI saved in ``run_dir``, or ``None``."""
-    path = Path(run_dir) / "config.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else None

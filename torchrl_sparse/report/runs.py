@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from torchrl_sparse.experiments.summary import SCHEMA_VERSION, SUMMARY_FILE
 from torchrl_sparse.report.events import EVENTS_GLOB
 
 __all__ = [
@@ -33,8 +34,6 @@ __all__ = [
     "load_runs",
 ]
 
-SUMMARY_FILE = "summary.json"
-SCHEMA_VERSION = 1
 # Files only a run folder holds (the fit, TensorBoardLogger). Not config.yaml or checkpoints/:
 # a sweep root or a project folder may hold those too.
 _RUN_MARKERS = (SUMMARY_FILE, "hparams.yaml")
