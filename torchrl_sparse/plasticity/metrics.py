@@ -171,6 +171,20 @@ class DormantStats:
         per_layer: ratio per readable layer name.
         per_task: overall ratio computed on each task's samples (empty without task ids).
         alive: number of units with an incoming connection, per layer.
+
+    Examples:
+        :func:`dormant_ratio` returns one; a pruned unit (no incoming weight) is not counted:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from torchrl_sparse.plasticity import dormant_ratio
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> with torch.no_grad():  # unit 1 never fires, unit 2 is pruned
+        ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]))
+        ...     _ = net[0].bias.copy_(torch.tensor([0.0, -10.0, 0.0]))
+        >>> batch, task_ids = torch.tensor([[1.0, 1.0], [-1.0, -1.0]]), torch.tensor([0, 1])
+        >>> dormant_ratio(net, batch, masks={"0.weight": net[0].weight != 0}, task_ids=task_ids)
+        DormantStats(overall=0.5, per_layer={'0': 0.5}, per_task={0: 0.5, 1: 1.0}, alive={'0': 2})
     """
 
     overall: float

@@ -68,6 +68,31 @@ class Report:
         findings: every skipped or excluded run and every warning.
         runs_found: run folders found under ``inputs``.
         seconds: how long building the report took.
+
+    Examples:
+        :func:`build_report` returns one; two seeds each of two treatments, summaries only:
+
+        >>> import json, tempfile
+        >>> from torchrl_sparse.report import BootstrapSettings, build_report
+        >>> sweep = Path(tempfile.mkdtemp()) / "sweep"
+        >>> common = dict(schema_version=1, algorithm="PPO", benchmark="minigrid", suite="MT3",
+        ...               arch="mtppo", tasks=["a"], metric="success", frames=10,
+        ...               total_frames=10, finished=True, sparsity=None, config_hash=None)
+        >>> for name, seed, score in [("dense", 0, 0.4), ("dense", 1, 0.6),
+        ...                           ("gmp", 0, 0.7), ("gmp", 1, 0.9)]:
+        ...     (sweep / name / f"seed{seed}").mkdir(parents=True)
+        ...     _ = (sweep / name / f"seed{seed}" / "summary.json").write_text(json.dumps(
+        ...         {**common, "condition": name, "treatment": name, "seed": seed,
+        ...          "final_eval": {"a": score}}))
+        >>> report = build_report([sweep], sweep.parent / "report",
+        ...                       settings=BootstrapSettings(seed=0, reps=100))
+        >>> print(report.table.to_markdown())
+        | treatment | mtppo / minigrid MT3 |
+        |---|---|
+        | dense | 0.50 [0.40, 0.60] |
+        | gmp | **0.80** [0.70, 0.90] |
+        >>> report.runs_found, report.index.is_file(), report.out.name
+        (4, True, 'report')
     """
 
     out: Path

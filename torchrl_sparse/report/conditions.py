@@ -78,6 +78,20 @@ class Condition:
     """A treatment in a column, with the runs (seeds) that are compared.
 
     ``tasks`` and ``metric`` are those of every run; ``runs`` are sorted by seed.
+
+    Examples:
+        >>> from pathlib import Path
+        >>> from torchrl_sparse.report import Run, group_runs
+        >>> def run(seed):
+        ...     return Run(
+        ...         path=Path(f"gmp/seed{seed}"), condition="gmp", treatment="gmp", seed=seed,
+        ...         algorithm="MultiTaskPPO", benchmark="minigrid", suite="MT3", arch="mtppo",
+        ...         tasks=("a", "b"), metric="success", final_eval={"a": 0.5, "b": 1.0},
+        ...         frames=10, total_frames=10, finished=True, sparsity=0.9, config_hash="h",
+        ...         has_events=False)
+        >>> condition = group_runs([run(1), run(0)]).conditions[0]
+        >>> condition.key, condition.seeds, condition.metric, condition.tasks
+        ('mtppo / minigrid MT3 | gmp', [0, 1], 'success', ('a', 'b'))
     """
 
     column: Column
@@ -118,7 +132,27 @@ class Condition:
 
 @dataclass
 class Grouping:
-    """The conditions to report, in table order, and what was left out or needs care."""
+    """The conditions to report, in table order, and what was left out or needs care.
+
+    Examples:
+        >>> from pathlib import Path
+        >>> from torchrl_sparse.report import Run, group_runs
+        >>> def run(treatment, seed):
+        ...     return Run(
+        ...         path=Path(f"{treatment}/seed{seed}"), condition=treatment,
+        ...         treatment=treatment, seed=seed, algorithm="MultiTaskPPO",
+        ...         benchmark="minigrid", suite="MT3", arch="mtppo", tasks=("a",),
+        ...         metric="success", final_eval={"a": 0.5}, frames=10, total_frames=10,
+        ...         finished=True, sparsity=None, config_hash="h", has_events=False)
+        >>> grouping = group_runs([run("dense", 0), run("dense", 1), run("gmp", 0)])
+        >>> [column.label for column in grouping.columns], grouping.treatments(baseline="gmp")
+        (['mtppo / minigrid MT3'], ['gmp', 'dense'])
+        >>> grouping.condition(grouping.columns[0], "dense").seeds
+        [0, 1]
+        >>> print(grouping.findings[0])  # doctest: +NORMALIZE_WHITESPACE
+        warning: mtppo / minigrid MT3 | gmp: one run (gmp/seed0): a point value,
+        no confidence interval
+    """
 
     conditions: list[Condition]
     findings: list[Finding]

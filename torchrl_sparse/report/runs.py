@@ -41,7 +41,18 @@ _SEED_FOLDER = re.compile(r"seed\d+")
 
 
 class ReportInputError(ValueError):
-    """The input of a report cannot make one: the message says which path or value, and why."""
+    """The input of a report cannot make one: the message says which path or value, and why.
+
+    A ``ValueError``, so that callers that catch bad values catch it too.
+
+    Examples:
+        >>> from torchrl_sparse.report import ReportInputError, find_run_dirs
+        >>> try:
+        ...     find_run_dirs(["/nonexistent/sweep"])
+        ... except ReportInputError as error:
+        ...     print(error, isinstance(error, ValueError))
+        /nonexistent/sweep: no such folder True
+    """
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,22 @@ class Run:
 
     ``final_eval`` maps each task to its last evaluation in ``metric``; ``sparsity`` is the
     last logged fraction of zero weights (``None`` for a dense run).
+
+    Examples:
+        :func:`load_runs` reads one from each run folder's ``summary.json``:
+
+        >>> import json, tempfile
+        >>> from torchrl_sparse.report import load_runs
+        >>> run_dir = Path(tempfile.mkdtemp()) / "gmp" / "seed0"
+        >>> run_dir.mkdir(parents=True)
+        >>> _ = (run_dir / "summary.json").write_text(json.dumps(dict(
+        ...     schema_version=1, condition="gmp", treatment="gmp", seed=0,
+        ...     algorithm="MultiTaskPPO", benchmark="minigrid", suite="MT3", arch="mtppo",
+        ...     tasks=["a"], metric="success", final_eval={"a": 0.8}, frames=100,
+        ...     total_frames=100, finished=True, sparsity=0.9, config_hash=None)))
+        >>> run = load_runs([run_dir.parent]).runs[0]
+        >>> run.treatment, run.seed, run.final_eval, run.sparsity, run.has_events
+        ('gmp', 0, {'a': 0.8}, 0.9, False)
     """
 
     path: Path

@@ -188,7 +188,21 @@ class Estimate:
 
 @dataclass(frozen=True, eq=False)
 class CurveEstimate:
-    """An IQM curve over frames with its pointwise confidence band (``None`` with one run)."""
+    """An IQM curve over frames with its pointwise confidence band (``None`` with one run).
+
+    Examples:
+        >>> from torchrl_sparse.report import BootstrapSettings, Curves, iqm_curve
+        >>> values = np.array([[[0.0, 0.5]], [[0.2, 0.7]]])  # 2 runs, 1 task, 2 frames
+        >>> curves = Curves(values, ("seed0", "seed1"), ("a",), np.array([1000, 2000]))
+        >>> curve = iqm_curve(curves, BootstrapSettings(reps=100), key="dense")
+        >>> curve.frames.tolist(), curve.point.round(2).tolist(), curve.runs
+        ([1000, 2000], [0.1, 0.6], 2)
+        >>> bool((curve.low <= curve.point).all() and (curve.point <= curve.high).all())
+        True
+        >>> one_run = Curves(values[:1], ("seed0",), ("a",), curves.frames)
+        >>> iqm_curve(one_run, BootstrapSettings(), key="dense").low is None
+        True
+    """
 
     frames: np.ndarray
     point: np.ndarray
@@ -351,7 +365,7 @@ def iqm_curves(
         >>> a = Curves(np.array([[[0.0, 1.0]], [[0.2, 1.2]]]), ("seed0", "seed1"), ("x",),
         ...            np.array([10, 20]))
         >>> b = Curves(np.array([[[5.0]], [[7.0]]]), ("seed0", "seed1"), ("y",), np.array([10]))
-        >>> [c.point.round(2).tolist() for c in iqm_curves([a, b], BootstrapSettings(50), "k")]
+        >>> [c.point.round(2).tolist() for c in iqm_curves([a, b], BootstrapSettings(reps=50), "k")]
         [[0.1, 1.1], [6.0]]
     """
     first = curves[0]

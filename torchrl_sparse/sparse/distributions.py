@@ -17,7 +17,24 @@ __all__ = ["ER", "ERK", "LayerDistribution", "Uniform"]
 
 
 class LayerDistribution(ABC):
-    """Maps the weight shapes of a group and its target sparsity to per-layer densities."""
+    """Maps the weight shapes of a group and its target sparsity to per-layer densities.
+
+    Examples:
+        A distribution that keeps a group's first layer dense (the others at its density):
+
+        >>> import torch
+        >>> from torchrl_sparse.sparse import LayerDistribution, Sparsifier, StaticSparse
+        >>> class DenseFirst(LayerDistribution):
+        ...     def densities(self, shapes, sparsity):
+        ...         return [1.0] + [1.0 - sparsity] * (len(shapes) - 1)
+        >>> DenseFirst().densities([torch.Size([8, 4]), torch.Size([2, 8])], 0.75)
+        [1.0, 0.25]
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> sparsifier = Sparsifier(net, {"*": 0.75}, method=StaticSparse(),
+        ...                         distribution=DenseFirst())
+        >>> sparsifier.stats()["sparsity/0"], sparsifier.stats()["sparsity/2"]
+        (0.0, 0.75)
+    """
 
     @abstractmethod
     def densities(self, shapes: Sequence[torch.Size], sparsity: float) -> list[float]:

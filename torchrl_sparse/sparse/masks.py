@@ -12,7 +12,15 @@ __all__ = ["drop_and_grow", "keep_top", "num_active", "random_mask"]
 
 
 def num_active(density: float, numel: int) -> int:
-    """Number of entries kept at ``density`` in a tensor of ``numel`` entries."""
+    """Number of entries kept at ``density`` in a tensor of ``numel`` entries.
+
+    Rounded to the nearest count and clipped to ``[0, numel]``.
+
+    Examples:
+        >>> from torchrl_sparse.sparse import num_active
+        >>> num_active(0.1, 64), num_active(1.0, 64), num_active(0.0, 64)
+        (6, 64, 0)
+    """
     return max(0, min(numel, round(density * numel)))
 
 
@@ -21,7 +29,19 @@ def _rows(tensor: torch.Tensor, copies: int) -> torch.Tensor:
 
 
 def keep_top(scores: torch.Tensor, k: int, copies: int = 1) -> torch.Tensor:
-    """Boolean mask keeping the ``k`` highest scores of each copy (row)."""
+    """Boolean mask keeping the ``k`` highest scores of each copy (row).
+
+    Examples:
+        >>> import torch
+        >>> from torchrl_sparse.sparse import keep_top
+        >>> scores = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
+        >>> keep_top(scores, 2, copies=2)  # two stacked copies: 2 entries in each row
+        tensor([[False,  True,  True],
+                [ True, False,  True]])
+        >>> keep_top(scores, 2)  # one copy: the 2 highest of all 6 entries
+        tensor([[False,  True, False],
+                [ True, False, False]])
+    """
     rows = _rows(scores, copies)
     mask = torch.zeros_like(rows, dtype=torch.bool)
     if k > 0:
@@ -30,7 +50,18 @@ def keep_top(scores: torch.Tensor, k: int, copies: int = 1) -> torch.Tensor:
 
 
 def random_mask(shape: torch.Size, k: int, copies: int, generator: torch.Generator) -> torch.Tensor:
-    """Boolean mask with ``k`` entries per copy drawn uniformly at random."""
+    """Boolean mask with ``k`` entries per copy drawn uniformly at random.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl_sparse.sparse import random_mask
+        >>> shape = torch.Size([2, 3, 4])  # two stacked copies of a 3x4 weight
+        >>> mask = random_mask(shape, 5, copies=2, generator=torch.Generator().manual_seed(0))
+        >>> mask.dtype, mask.reshape(2, -1).sum(dim=1).tolist()
+        (torch.bool, [5, 5])
+        >>> torch.equal(mask, random_mask(shape, 5, 2, torch.Generator().manual_seed(0)))
+        True
+    """
     scores = torch.rand(shape, generator=generator)
     return keep_top(scores, k, copies)
 
@@ -55,6 +86,18 @@ def drop_and_grow(
             for RigL).
         drop: entries to drop (and grow) per copy; clipped to what is available.
         copies: number of independent stacked copies.
+
+    Examples:
+        Entry 1 (the smallest active magnitude) is dropped and, though it has the highest grow
+        score, not regrown; entry 4 grows instead:
+
+        >>> import torch
+        >>> from torchrl_sparse.sparse import drop_and_grow
+        >>> mask = torch.tensor([True, True, True, False, False, False])
+        >>> magnitude = torch.tensor([0.9, 0.1, 0.5, 0.0, 0.0, 0.0])
+        >>> grow_scores = torch.tensor([0.0, 1.0, 0.0, 0.2, 0.8, 0.4])  # e.g. |grad| (RigL)
+        >>> drop_and_grow(mask, magnitude, grow_scores, drop=1, copies=1)
+        tensor([ True, False,  True, False,  True, False])
     """
     rows = _rows(mask, copies)
     active = rows.sum(dim=1)

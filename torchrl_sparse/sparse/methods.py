@@ -50,6 +50,22 @@ class MethodContext:
         dense_grads: ``|grad|`` before masking, per target, for methods that need it: the
             sum of the backward passes of the last optimizer step (gradient accumulation
             included); ``None`` where no backward pass reached a target since the last update.
+
+    Examples:
+        The :class:`~torchrl_sparse.sparse.Sparsifier` builds one at every update; a hand-made
+        one calls a method directly (here GMP keeps the 2 largest-magnitude weights):
+
+        >>> import torch
+        >>> from torchrl_sparse.sparse import GMP, MethodContext, SparsityGroup, find_targets
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 1, bias=False))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.tensor([[0.3, -0.9, 0.1]]))
+        >>> ctx = MethodContext(
+        ...     targets=find_targets(net, [SparsityGroup("*", 0.5)]),
+        ...     masks=[torch.ones(1, 3, dtype=torch.bool)], num_active=[2], global_groups=None,
+        ...     generator=torch.Generator().manual_seed(0), step=0, model=net)
+        >>> GMP().update_masks(ctx)
+        [tensor([[ True,  True, False]])]
     """
 
     targets: Sequence[SparseTarget]
@@ -96,6 +112,28 @@ class SparseMethod(ABC):
         schedule: when masks are updated, and which fraction of the target is in force.
             ``None`` means the topology changes only on an explicit
             :meth:`~torchrl_sparse.sparse.Sparsifier.update_topology` call.
+
+    Examples:
+        Random pruning on a cubic schedule (a baseline for GMP): dense at step 0, then at
+        each update keep ``ctx.num_active`` random survivors of the current mask.
+
+        >>> import torch
+        >>> from torchrl_sparse.sparse import CubicSchedule, SparseMethod, Sparsifier, keep_top
+        >>> class RandomPruning(SparseMethod):
+        ...     def init_masks(self, ctx):
+        ...         return [torch.ones_like(m) for m in ctx.masks]
+        ...     def update_masks(self, ctx):  # pruned entries score 0: they stay pruned
+        ...         return [keep_top(torch.rand(t.param.shape, generator=ctx.generator) * m, k,
+        ...                          t.num_copies)
+        ...                 for t, m, k in zip(ctx.targets, ctx.masks, ctx.num_active)]
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> method = RandomPruning(CubicSchedule(start=0, end=100, update_every=10))
+        >>> sparsifier = Sparsifier(net, {"*": 0.75}, method=method, total_steps=100)
+        >>> sparsifier.stats()["sparsity/total"]
+        0.0
+        >>> sparsifier.step(100)
+        >>> sparsifier.stats()["sparsity/total"]
+        0.75
     """
 
     needs_dense_grads: bool = False

@@ -88,7 +88,24 @@ class ResolvedSchedule:
 
 
 class SparsitySchedule:
-    """Base class: update every ``update_every`` steps between ``start`` and ``end``."""
+    """Base class: update every ``update_every`` steps between ``start`` and ``end``.
+
+    A subclass sets ``power``: ``None`` holds the full target from the start (as
+    :class:`ConstantSchedule`), a number ramps the fraction of the target in force as
+    ``1 - (1 - progress) ** power`` from ``start`` to ``end`` (as :class:`CubicSchedule`).
+
+    Examples:
+        A linear ramp to the target over the first half of training:
+
+        >>> from torchrl_sparse.sparse import SparsitySchedule
+        >>> class LinearSchedule(SparsitySchedule):
+        ...     power = 1.0
+        >>> schedule = LinearSchedule(update_every=10, start=0, end=0.5).resolve(total_steps=100)
+        >>> schedule.end, schedule.fraction(25), schedule.fraction(80)
+        (50, 0.5, 1.0)
+        >>> schedule.is_update_step(9, 10), schedule.is_update_step(10, 15)
+        (True, False)
+    """
 
     power: float | None = None
 

@@ -93,6 +93,21 @@ class SparseTarget:
         stack_dims: number of leading dimensions that index independent copies
             (``SACLoss`` stacks its Q-networks), each copy is sparsified on its own.
         group: index of the :class:`SparsityGroup` that selected it.
+
+    Examples:
+        A DQN loss holds the online weight and its target-network copy, which follows the mask:
+
+        >>> from torchrl.modules import MLP, QValueActor
+        >>> from torchrl.objectives import DQNLoss
+        >>> from torchrl_sparse.sparse import SparsityGroup, find_targets
+        >>> qnet = QValueActor(MLP(in_features=4, out_features=2, num_cells=[8]),
+        ...                    in_keys=["observation"], action_space="one-hot")
+        >>> loss = DQNLoss(qnet, action_space="one-hot", delay_value=True)
+        >>> target = find_targets(loss, [SparsityGroup("*", 0.5)])[0]
+        >>> target.name, target.kind, len(target.copies)
+        ('value_network.module.0.module.0.weight', 'weight', 1)
+        >>> target.num_copies, tuple(target.unit_shape), target.unit_numel
+        (1, (8, 4), 32)
     """
 
     name: str
@@ -182,7 +197,22 @@ def _loss_layers(loss: nn.Module) -> list[_Layer]:
 
 
 def find_layers(model: nn.Module) -> list[_Layer]:
-    """All prunable (``Linear``/``Conv``) layers of a module or a TorchRL loss."""
+    """All prunable (``Linear``/``Conv``) layers of a module or a TorchRL loss.
+
+    Their ``name`` is what the globs of a :class:`SparsityGroup` are matched against.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl.modules import MLP, QValueActor
+        >>> from torchrl.objectives import DQNLoss
+        >>> from torchrl_sparse.sparse import find_layers
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> [layer.name for layer in find_layers(net)]
+        ['0', '2']
+        >>> qnet = QValueActor(net, in_keys=["observation"], action_space="one-hot")
+        >>> [layer.name for layer in find_layers(DQNLoss(qnet, action_space="one-hot"))]
+        ['value_network.module.0.module.0', 'value_network.module.0.module.2']
+    """
     from torchrl.objectives import LossModule
 
     if isinstance(model, LossModule):
@@ -198,6 +228,18 @@ def find_targets(
     Raises:
         ValueError: a pattern matches no layer, a layer is claimed by two groups, or the
             bias policy is unknown. The message lists the available layer names.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl_sparse.sparse import SparsityGroup, find_targets
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> groups = [SparsityGroup("*", 0.9, exclude="2")]  # keep the output layer dense
+        >>> [(t.name, t.group) for t in find_targets(net, groups, bias="prune")]
+        [('0.weight', 0), ('0.bias', 0)]
+        >>> find_targets(net, [SparsityGroup("actor.*", 0.9)])
+        Traceback (most recent call last):
+        ...
+        ValueError: Pattern 'actor.*' matches no prunable layer. Available layers: ['0', '2'].
     """
     if bias not in BIAS_POLICIES:
         raise ValueError(f"bias must be one of {BIAS_POLICIES}, got {bias!r}.")
