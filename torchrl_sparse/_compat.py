@@ -1,8 +1,8 @@
 """Every private API of our dependencies that torchrl_sparse relies on, in one place.
 
-Checked against torch 2.13.0, torchrl 0.14.1 and tensordict 0.14.3 (the versions in
-``constraints.txt``). When upgrading one of them, review this file: ``tests/test_compat.py``
-fails when an entry disappears.
+Checked against torch 2.13.0, torchrl 0.14.1, tensordict 0.14.3 and lightning 2.6.6 (the
+versions in ``constraints.txt``). When upgrading one of them, review this file:
+``tests/test_compat.py`` fails when an entry disappears.
 
 Used through the helpers below:
 
@@ -15,6 +15,10 @@ Used through the helpers below:
 - ``torchrl.collectors.Collector._carrier``: the step data a collector carries into its next
   rollout. TorchRL's ``Collector.state_dict`` does not hold it; a resumed run needs it to
   continue the same episodes.
+- Lightning's checkpoint layout of the fit loop (``loops.fit_loop``: ``epoch_progress`` and
+  ``state_dict.combined_loader``): Lightning restores the training data loader's state only
+  when it resumes inside an epoch, and the CLI restores it for a run continued past the end of
+  its epoch (a finished run given a longer training length, or one stopped by SIGINT).
 
 Overridden (hooks of a parent class, not called through a helper):
 
@@ -23,6 +27,10 @@ Overridden (hooks of a parent class, not called through a helper):
 - ``torchrl.objectives.SACLoss._compute_target_v2`` and ``SACLoss._alpha_loss``:
   ``MultiTaskSACLoss`` gives each sample its task's entropy temperature, which ``SACLoss``
   holds as one scalar.
+- ``lightning.pytorch.cli.LightningCLI._parse_ckpt_path``: with ``--ckpt_path FILE``,
+  LightningCLI replaces the model's configuration by the checkpoint's hyperparameters, so a
+  recipe would silently train whatever the checkpoint holds. The ``torchrl-sparse`` CLI keeps
+  the recipe's model and refuses a checkpoint of other settings instead.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from tensordict import TensorDict, TensorDictBase
 __all__ = [
     "OVERRIDDEN",
     "collector_carrier",
+    "ended_epoch_loader_states",
     "is_functorch_transformed",
     "new_tensordict_unchecked",
 ]
@@ -45,6 +54,7 @@ OVERRIDDEN: tuple[tuple[str, str], ...] = (
     ("torchrl.envs.EnvBase", "_complete_done"),
     ("torchrl.objectives.SACLoss", "_compute_target_v2"),
     ("torchrl.objectives.SACLoss", "_alpha_loss"),
+    ("lightning.pytorch.cli.LightningCLI", "_parse_ckpt_path"),
 )
 
 
@@ -86,3 +96,31 @@ def collector_carrier(collector: Any) -> TensorDictBase:
             f"(torchrl {torchrl.__version__}); torchrl_sparse was checked against torchrl 0.14."
         )
     return carrier
+
+
+def ended_epoch_loader_states(checkpoint: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The training data loaders' states of a checkpoint written after its epoch ended.
+
+    Lightning restores them itself when it resumes inside an epoch (``None`` then): its
+    ``FitLoop`` counts as restarting only while the checkpoint's epoch is unfinished.
+
+    Raises:
+        RuntimeError: if the checkpoint does not have the fit loop's layout of Lightning 2.x.
+
+    Examples:
+        >>> progress = {"ready": 1, "started": 1, "processed": 1, "completed": 1}
+        >>> loops = {"fit_loop": {"epoch_progress": {"current": progress},
+        ...                       "state_dict": {"combined_loader": [{"step": 4}]}}}
+        >>> ended_epoch_loader_states({"loops": loops})
+        [{'step': 4}]
+    """
+    try:
+        fit_loop = checkpoint["loops"]["fit_loop"]
+        current = fit_loop["epoch_progress"]["current"]
+        ended = current["ready"] == current["started"] == current["processed"]
+    except (KeyError, TypeError) as error:
+        raise RuntimeError(
+            f"The checkpoint has no fit-loop progress where Lightning 2.6 keeps it ({error!r}); "
+            "torchrl_sparse was checked against lightning 2.6."
+        ) from error
+    return list(fit_loop.get("state_dict", {}).get("combined_loader", [])) if ended else None

@@ -1,9 +1,10 @@
 """A small sparse-training demo: PPO on CartPole with a 90%-sparse GMP actor.
 
 The whole TorchRL pipeline is the usual one (collector, GAE, ``ClipPPOLoss``, Adam); the
-sparsity is the three lines marked ``# sparse``. Logs go to TensorBoard under ``--logdir``
-(``charts/``, ``losses/``, ``sparsity/`` against environment frames) and a summary figure is
-saved next to them.
+sparsity is the three lines marked ``# sparse``. Every run gets its own folder under
+``--logdir`` (``runs/demo/run0``, ``runs/demo/run1``, ...): TensorBoard logs (``charts/``,
+``losses/``, ``sparsity/`` against environment frames) and a summary figure, whose paths are
+printed at the end.
 
 Run: ``python -m torchrl_sparse.demo --frames 20000``.
 """
@@ -26,10 +27,20 @@ from torchrl_sparse.sparse import GMP, CubicSchedule, Sparsifier
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Train the demo in a new run folder under ``--logdir`` (see :func:`new_run_dir`).
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The path of the run's summary figure, ``<logdir>/run<N>/summary.png``.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--sparsity", type=float, default=0.9)
-    parser.add_argument("--logdir", type=Path, default=Path("runs/demo"))
+    parser.add_argument(
+        "--logdir", type=Path, default=Path("runs/demo"), help="parent of the run folders"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -58,7 +69,8 @@ def main(argv: list[str] | None = None) -> Path:
         env, actor, frames_per_batch=frames_per_batch, total_frames=args.frames,
         auto_register_policy_transforms=False,  # a feed-forward policy needs no InitTracker
     )  # fmt: skip
-    writer = SummaryWriter(args.logdir)
+    run_dir = new_run_dir(args.logdir)
+    writer = SummaryWriter(run_dir)
     history: dict[str, list[tuple[int, float]]] = {"return": [], "sparsity": []}
     frames = 0
     for batch in collector:
@@ -86,7 +98,29 @@ def main(argv: list[str] | None = None) -> Path:
         )
     collector.shutdown()
     writer.close()
-    return save_figure(history, args.logdir / "summary.png")
+    return save_figure(history, run_dir / "summary.png")
+
+
+def new_run_dir(parent: Path) -> Path:
+    """Create and return ``parent/run<N>`` for the smallest ``N`` not taken yet.
+
+    Creating the folder claims it, so concurrent runs never share one.
+
+    Examples:
+        >>> import tempfile
+        >>> parent = Path(tempfile.mkdtemp())
+        >>> new_run_dir(parent).name, new_run_dir(parent).name
+        ('run0', 'run1')
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    index = 0
+    while True:
+        try:
+            (parent / f"run{index}").mkdir()
+        except FileExistsError:
+            index += 1
+        else:
+            return parent / f"run{index}"
 
 
 def save_figure(history: dict[str, list[tuple[int, float]]], path: Path) -> Path:
@@ -102,7 +136,7 @@ def save_figure(history: dict[str, list[tuple[int, float]]], path: Path) -> Path
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-    print(f"TensorBoard logs: {path.parent}  (tensorboard --logdir {path.parent})\nFigure: {path}")
+    print(f"Run folder: {path.parent}  (tensorboard --logdir {path.parent})\nFigure: {path}")
     return path
 
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import re
 import signal
 from pathlib import Path
 
@@ -175,10 +176,12 @@ def test_diverging_parameters_stop_the_run(tiny_ppo, tmp_path: Path, monkeypatch
         ),
     ],
 )
-def test_bad_model_config(tiny_ppo, tmp_path: Path, monkeypatch, override, message) -> None:
+def test_bad_model_config(tiny_ppo, tmp_path: Path, monkeypatch, capsys, override, message) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(tiny_ppo()), *override])
+    assert exit_info.value.code == 2
+    assert re.search(f"^error: {message}", capsys.readouterr().err, re.MULTILINE)
 
 
 def test_unknown_architecture_lists_choices(tiny_ppo, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -190,7 +193,7 @@ def test_unknown_architecture_lists_choices(tiny_ppo, tmp_path: Path, monkeypatc
     )
 
 
-def test_sparsity_target_for_missing_network(tmp_path: Path, monkeypatch) -> None:
+def test_sparsity_target_for_missing_network(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = write_recipe(
         tmp_path / "bad.yaml",
@@ -204,8 +207,10 @@ def test_sparsity_target_for_missing_network(tmp_path: Path, monkeypatch) -> Non
             ]
         },
     )
-    with pytest.raises(ValueError, match=r"'qvalue_network\.\*' matches no prunable layer"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(recipe)])
+    assert exit_info.value.code == 2
+    assert "error: Pattern 'qvalue_network.*' matches no prunable layer" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.ckpt"))
 
 

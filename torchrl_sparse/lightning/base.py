@@ -148,18 +148,25 @@ class MultiTaskRLModule(pl.LightningModule):
         self._clock = now
         logged = {f"losses/{k}": torch.stack(v).mean().item() for k, v in losses.items()}
         self.log_frames({**logged, **scalars, "charts/sps": sps})
-        self.log("fps", sps, prog_bar=True, logger=False, batch_size=1)
-        for key, label in self.progress_keys:
-            if key in self.latest:
-                self.log(label, self.latest[key], prog_bar=True, logger=False, batch_size=1)
-                break
         every = self.eval_every_frames
         if every and crossed_multiple(self._last_eval, self.frames, every):
             self._last_eval = self.frames
             if self.trainer.is_global_zero:
                 self.evaluate()
+        self._show_progress(sps)
         if self.frames >= self.total_frames:
             self.trainer.should_stop = True
+
+    def _show_progress(self, sps: float) -> None:
+        """Show SPS and the latest score of ``progress_keys`` in the progress bar.
+
+        Called after this step's evaluation, so the bar shows that evaluation, not the previous.
+        """
+        self.log("fps", sps, prog_bar=True, logger=False, batch_size=1)
+        for key, label in self.progress_keys:
+            if key in self.latest:
+                self.log(label, self.latest[key], prog_bar=True, logger=False, batch_size=1)
+                break
 
     def start_batch(self, batch: TensorDictBase, episode_tags: dict[str, str]) -> None:
         """Count a collected batch's frames (over all ranks) and log its finished episodes.

@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from torchrl_sparse.cadence import crossed_multiple
+from torchrl_sparse.lightning.figures import Panel, draw_panels, read_scalars, select_panels
 from torchrl_sparse.sparse import (
     LayerDistribution,
     SparseMethod,
@@ -142,11 +143,15 @@ class FrameCheckpoint(ModelCheckpoint):
     A ``ModelCheckpoint`` subclass so ``fit --ckpt_path last`` finds ``dirpath/last.ckpt``.
     Lightning writes through an fsspec transaction (a temporary file moved into place), so an
     interrupted write never leaves a truncated checkpoint. On SIGTERM or SIGINT, the run
-    finishes the current batch, writes ``last.ckpt`` and stops.
+    finishes the current batch, writes ``last.ckpt`` and stops; ``interrupted_by`` then names
+    the signal (the ``torchrl-sparse`` command exits with ``128 + signal``, 143 or 130).
 
     Args:
         dirpath: checkpoint directory; by default ``<logger dir>/checkpoints``.
         every_n_frames: checkpoint period in environment frames.
+
+    Attributes:
+        interrupted_by: the signal (SIGINT or SIGTERM) that stopped the run, else ``None``.
 
     Examples:
         >>> from torchrl_sparse.lightning import FrameCheckpoint
@@ -159,8 +164,8 @@ class FrameCheckpoint(ModelCheckpoint):
             raise ValueError(f"every_n_frames must be a positive int, got {every_n_frames!r}.")
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_epochs=0)
         self.every_n_frames = every_n_frames
+        self.interrupted_by: signal.Signals | None = None
         self._last_saved = 0
-        self._interrupted = False
         self._previous_handlers: dict[int, Any] = {}
 
     def earlier_run(self, trainer: pl.Trainer) -> Path | None:
@@ -206,18 +211,19 @@ class FrameCheckpoint(ModelCheckpoint):
             self._previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._interrupted = True
+        self.interrupted_by = signal.Signals(signum)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
+        if trainer.received_sigterm:
+            self.interrupted_by = signal.SIGTERM
         frames = pl_module.frames
         due = crossed_multiple(self._last_saved, frames, self.every_n_frames)
-        stop = self._interrupted or trainer.received_sigterm
-        if due or stop:
+        if due or self.interrupted_by is not None:
             self.write_last(trainer)
             self._last_saved = frames
-        if self._interrupted:
+        if self.interrupted_by == signal.SIGINT:
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -248,11 +254,18 @@ class FrameCheckpoint(ModelCheckpoint):
 class SummaryFigure(pl.Callback):
     """At the end of training, save a PNG summary of the run next to its TensorBoard logs.
 
-    Panels (when logged): normalised return per task, sparsity, dormant ratio of actor and
-    critic, effective rank, all against environment frames. The path is printed.
+    Panels (when logged), all against environment frames: the evaluation score per task (the
+    normalised return on MiniGrid, the success rate on MetaWorld; the training score without
+    evaluations), sparsity, and the dormant ratio and srank of each monitored network, titled
+    with the :class:`~torchrl_sparse.lightning.PlasticityMonitorCallback`'s ``tau`` and
+    ``delta`` (see :func:`~torchrl_sparse.lightning.figures.select_panels`). The path is printed.
 
     Args:
         filename: name of the PNG inside the logger's directory.
+
+    Attributes:
+        path: the PNG written at the end of training (``None`` before, or without data).
+        panels: the :class:`~torchrl_sparse.lightning.figures.Panel` s drawn in it.
 
     Examples:
         >>> from torchrl_sparse.lightning import SummaryFigure
@@ -263,14 +276,26 @@ class SummaryFigure(pl.Callback):
     def __init__(self, filename: str = "summary.png") -> None:
         self.filename = filename
         self.path: Path | None = None
+        self.panels: list[Panel] = []
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from torchrl_sparse.lightning.figures import summary_figure
+        from torchrl_sparse.lightning.plasticity import PlasticityMonitorCallback  # imports us
 
         if trainer.logger is None or trainer.logger.log_dir is None or not trainer.is_global_zero:
             return
         trainer.logger.save()
         log_dir = Path(trainer.logger.log_dir)
-        self.path = summary_figure(log_dir, log_dir / self.filename)
         print(f"TensorBoard logs: {log_dir}  (tensorboard --logdir {log_dir})")
+        monitor = next(
+            (c for c in trainer.callbacks if isinstance(c, PlasticityMonitorCallback)), None
+        )
+        self.panels = select_panels(
+            read_scalars(log_dir),
+            srank_delta=None if monitor is None else monitor.delta,
+            dormant_tau=None if monitor is None else monitor.tau,
+        )
+        if not self.panels:
+            print(f"Summary figure: nothing to plot in {log_dir}")
+            return
+        self.path = draw_panels(self.panels, log_dir / self.filename)
         print(f"Summary figure: {self.path}")

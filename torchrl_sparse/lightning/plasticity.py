@@ -182,6 +182,7 @@ class PlasticityMonitorCallback(pl.Callback):
             reservoir=self.reservoir,
             seed=self.seed,
             on_error="warn",
+            trained_by=trainer.optimizers,  # refuse a network the optimizers do not train
         )
 
     def on_train_batch_end(

@@ -287,6 +287,12 @@ class MultiTaskSAC(MultiTaskRLModule):
                 f"(>= {self.num_tasks})."
             )
         self.frames_per_batch = math.ceil(frames_per_batch / self.num_tasks) * self.num_tasks
+        if self.frames_per_batch > total_frames:
+            raise ValueError(
+                f"frames_per_batch={frames_per_batch} (rounded up to {self.frames_per_batch}, a "
+                f"multiple of the {self.num_tasks} tasks) is larger than total_frames="
+                f"{total_frames}: one batch would overshoot the training length."
+            )
         self.total_frames = total_frames
         self.eval_every_frames = eval_every_frames
         self.updates_per_batch = round(utd_ratio * self.frames_per_batch / self.num_tasks)

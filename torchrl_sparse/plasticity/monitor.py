@@ -17,6 +17,13 @@ layer's readable name, see :mod:`~torchrl_sparse.plasticity.probes`):
 ``plasticity/<name>/grad_norm``             global L2 norm of the current gradients
 ``plasticity/<name>/fisher_trace``          Fisher trace (policies only)
 =========================================== ===================================================
+
+**Measure the networks being trained.** A TorchRL loss may train copies of the networks it
+was given: ``SACLoss`` stacks its twin Q-networks into ``loss.qvalue_network_params`` and
+trains those, so the Q-network module passed to it keeps its initial weights forever. Pass
+``trained_by=`` (the optimizer, or the loss) and the monitor refuses any module that holds
+none of the trained parameters, naming the fix: for a stacked network,
+:class:`~torchrl_sparse.objectives.StackedNetworkView` of the loss's live copy.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch
 from tensordict import NestedKey, TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
+from torchrl.objectives import LossModule
 from torchrl.trainers import Trainer, TrainerHookBase
 
 from torchrl_sparse.plasticity import metrics as M
@@ -40,7 +48,11 @@ from torchrl_sparse.plasticity.masks import MaskSource, resolve_masks
 from torchrl_sparse.plasticity.probes import ActivationProbe, run_module
 from torchrl_sparse.plasticity.reservoir import ObservationReservoir
 
-__all__ = ["ALL_METRICS", "PlasticityMonitor", "PlasticityTrainerHook"]
+__all__ = ["ALL_METRICS", "PlasticityMonitor", "PlasticityTrainerHook", "TrainedBy"]
+
+#: What trains the monitored modules: optimizers, or modules holding the trained parameters
+#: (a TorchRL loss), alone or in a sequence.
+TrainedBy = torch.optim.Optimizer | nn.Module | Sequence[torch.optim.Optimizer | nn.Module]
 
 #: Every metric the monitor knows, in the order they are computed.
 ALL_METRICS: tuple[str, ...] = (
@@ -94,11 +106,18 @@ class PlasticityMonitor:
         seed: seed of the monitor's generator.
         on_error: ``"raise"``, or ``"warn"``: a metric that cannot be computed is returned as
             NaN (missing) and a warning names it and the error, once per metric.
+        trained_by: the optimizer(s) that train the modules, or the module(s) holding their
+            trained parameters (e.g. the TorchRL loss). Every monitored module must then hold
+            at least one of those parameters (the same tensor, or a view of its storage as a
+            :class:`~torchrl_sparse.objectives.StackedNetworkView` holds); checked here, when
+            the monitor is built.
 
     Raises:
         ValueError: on an unknown metric, a bad ``tau``/``delta``/``every``/``on_error``, an
-            unknown module name in ``features``/``policies``/``masks``, or a module without
-            hidden layers when an activation metric is requested.
+            unknown module name in ``features``/``policies``/``masks``, a module without
+            hidden layers when an activation metric is requested, or a module that holds none
+            of the parameters of ``trained_by`` (a stale copy, e.g. the Q-network given to a
+            TorchRL ``SACLoss``; the message names the live copy to monitor instead).
 
     Examples:
         >>> import torch
@@ -113,6 +132,17 @@ class PlasticityMonitor:
         plasticity/actor/srank
         >>> mon.step(50, torch.randn(64, 4)) is None  # not due yet
         True
+
+        With ``trained_by``, a module the optimizer does not train is refused:
+
+        >>> optimizer = torch.optim.Adam(net.parameters())
+        >>> copy = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> PlasticityMonitor({"actor": copy}, ["srank"], trained_by=optimizer)
+        Traceback (most recent call last):
+            ...
+        ValueError: 'actor' holds none of the parameters that trained_by trains: ...
+        >>> PlasticityMonitor({"actor": net}, ["srank"], trained_by=optimizer).metrics
+        ('srank',)
 
         Sampling actions for the Fisher trace leaves the global generator untouched:
 
@@ -141,6 +171,7 @@ class PlasticityMonitor:
         fisher_chunk_size: int | None = 256,
         seed: int = 0,
         on_error: Literal["raise", "warn"] = "raise",
+        trained_by: TrainedBy | None = None,
     ) -> None:
         if not modules:
             raise ValueError("modules must name at least one module to monitor, got {}")
@@ -173,6 +204,8 @@ class PlasticityMonitor:
                 raise ValueError(f"{what} names unknown modules {bad}; allowed: {list(modules)}")
         for name, sub in self.features.items():
             self.modules[name].get_submodule(sub)
+        if trained_by is not None:
+            _refuse_untrained(self.modules, trained_by)
         self.task_key = task_key
         self.reservoir = reservoir
         self.input_key = input_key
@@ -389,6 +422,58 @@ class PlasticityMonitor:
             n: {k: v.clone() for k, v in params.items()}
             for n, params in state_dict["initial"].items()
         }
+
+
+def _storage(tensor: torch.Tensor) -> tuple[torch.device, int]:
+    return tensor.device, tensor.untyped_storage().data_ptr()
+
+
+def _refuse_untrained(modules: Mapping[str, nn.Module], trained_by: TrainedBy) -> None:
+    """Raise a ``ValueError`` for the first module holding none of the trained parameters."""
+    single = isinstance(trained_by, torch.optim.Optimizer | nn.Module)
+    sources = [trained_by] if single else list(trained_by)
+    trained: set[tuple[torch.device, int]] = set()
+    for source in sources:
+        if isinstance(source, torch.optim.Optimizer):
+            trained |= {_storage(p) for group in source.param_groups for p in group["params"]}
+        elif isinstance(source, nn.Module):
+            trained |= {_storage(p) for p in source.parameters()}
+        else:
+            raise TypeError(
+                "trained_by must be optimizers or modules (a TorchRL loss), got "
+                f"{type(source).__name__}."
+            )
+    for name, module in modules.items():
+        held = {_storage(p) for p in module.parameters()}
+        if held and not held & trained:
+            raise ValueError(
+                f"{name!r} holds none of the parameters that trained_by trains: its metrics would "
+                "describe weights that never change. "
+                + _live_copy_hint(module, [s for s in sources if isinstance(s, LossModule)])
+            )
+
+
+def _live_copy_hint(module: nn.Module, losses: list[LossModule]) -> str:
+    """How to monitor the copy of ``module`` that a TorchRL loss trains."""
+    names = {name for name, _ in module.named_parameters()}
+    for loss in losses:
+        for attr, _ in loss.named_children():
+            network = attr.removesuffix("_params")
+            copy = getattr(loss, network, None)
+            if network == attr or attr.startswith("target_") or not isinstance(copy, nn.Module):
+                continue
+            if {name for name, _ in copy.named_parameters()} == names:
+                return (
+                    f"{type(loss).__name__} trains a copy of it, loss.{attr}: monitor "
+                    f"StackedNetworkView(loss, {network!r}, 0, action_source=actor) "
+                    "(torchrl_sparse.objectives) instead, a live view of copy 0."
+                )
+    return (
+        "TorchRL losses may train copies of the networks they are given (SACLoss stacks its "
+        "Q-networks into loss.qvalue_network_params): monitor StackedNetworkView(loss, "
+        "'qvalue_network', 0, action_source=actor) (torchrl_sparse.objectives) for such a "
+        "network, or the module that the optimizer steps."
+    )
 
 
 class PlasticityTrainerHook(TrainerHookBase):
