@@ -164,4 +164,3 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
             f"torchrl_sparse reads {SCHEMA_VERSION}."
         )
     return summary
-
