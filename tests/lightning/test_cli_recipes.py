@@ -13,7 +13,7 @@ from torchrl_sparse.lightning import (
     PlasticityMonitorCallback,
     SparsityCallback,
 )
-from torchrl_sparse.lightning.cli import _expand_command_line, load_recipe, run
+from torchrl_sparse.lightning.cli import expand_command_line, load_recipe, run
 from torchrl_sparse.lightning.figures import read_scalars
 
 from .conftest import REPO, write_recipe
@@ -199,7 +199,7 @@ def test_an_expanded_command_line_expands_to_itself(tmp_path: Path, smoke: list[
     argv = ["--config", str(REPO / "recipes" / GMP), *smoke,
             "--trainer.callbacks.FrameCheckpoint.every_n_frames", "7"]  # fmt: skip
     once = run(argv, run=False)
-    twice = run(_expand_command_line(argv, tmp_path), run=False)
+    twice = run(expand_command_line(argv, tmp_path), run=False)
     for cli in (once, twice):
         assert cli.trainer.logger.name == "smoke/" * bool(smoke) + "minigrid/mt3/moore/gmp"
         (checkpoint,) = [c for c in cli.trainer.callbacks if isinstance(c, FrameCheckpoint)]

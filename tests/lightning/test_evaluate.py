@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
+from torchrl_sparse.commands import main as cli_main
 from torchrl_sparse.lightning import FrameCheckpoint, MultiTaskPPO, MultiTaskSAC
-from torchrl_sparse.lightning.cli import main as cli_main
 from torchrl_sparse.lightning.evaluate import evaluate_checkpoint, load_module
 from torchrl_sparse.sparse.targets import find_layers
 

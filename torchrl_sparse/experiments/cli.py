@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from torchrl_sparse.commands import OneLineErrorParser
 from torchrl_sparse.experiments.local import LocalPool, default_jobs, thread_environment
 from torchrl_sparse.experiments.sweep import Sweep, SweepRun, parse_grid, parse_seeds
 
@@ -27,7 +28,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="torchrl-sparse sweep",
         description="Run every (condition, seed) as its own `torchrl-sparse fit`, each in its "
         "own run folder <out>/<condition>/seed<N>. Re-running the same sweep skips finished "
@@ -161,7 +162,9 @@ def main(argv: list[str]) -> int:
     try:
         sweep = _build_sweep(args)
         runs = sweep.runs()
-        jobs = args.jobs or default_jobs(threads_per_job=max(1, args.threads_per_job))
+        jobs = args.jobs
+        if jobs is None:
+            jobs = default_jobs(threads_per_job=max(1, args.threads_per_job))
         if jobs < 1 or args.threads_per_job < 1:
             raise ValueError(
                 f"--jobs {jobs} / --threads-per-job {args.threads_per_job}: both must be >= 1."

@@ -40,13 +40,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 from tensordict import TensorDictBase
 from torchrl.envs import Transform
 
+from torchrl_sparse.commands import OneLineErrorParser
 from torchrl_sparse.lightning.base import MultiTaskRLModule
 from torchrl_sparse.sparse.targets import find_layers
 
@@ -412,11 +413,6 @@ def _record(module: MultiTaskRLModule, directory: Path, episodes: int) -> list[d
 
 
 # ---------------------------------------------------------------------- command line
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -428,7 +424,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="torchrl-sparse evaluate",
         description="Evaluate a checkpoint: N episodes per task, the numbers training logs as "
         "charts/eval/..., a table on stdout and a JSON file.",
