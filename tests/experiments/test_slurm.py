@@ -1,6 +1,7 @@
 """The SLURM path: submitit's debug executor, a fake `sbatch`, and requeue after pre-emption."""
 
 import os
+import signal
 import stat
 import threading
 import time
@@ -78,6 +79,18 @@ def test_fake_sbatch_gets_one_throttled_array_with_usr2_before_the_limit(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Submitted 6 array tasks: 4242_0, 4242_1" in result.stdout
+    # Queued tasks hold their runs: running the sweep again submits nothing.
+    again = run_sweep(
+        "recipes/a.yaml",
+        "recipes/b.yaml",
+        "--seeds",
+        "0-2",
+        "--out",
+        str(tmp_path / "sweep"),
+        "--dry-run",
+        cwd=tmp_path,
+    )
+    assert "running 6" in again.stdout and "'job_id': '4242_5'" in again.stdout
     script = (tmp_path / "array.sh").read_text()
     for line in (
         "#SBATCH --array=0-5%4",
@@ -93,23 +106,31 @@ def test_fake_sbatch_gets_one_throttled_array_with_usr2_before_the_limit(
 def test_preemption_stops_the_fit_and_the_requeued_task_resumes(
     tiny_recipes, tmp_path: Path
 ) -> None:
+    # As on SLURM: USR2 reaches this process while it waits for the fit, and the handler
+    # (submitit's) calls checkpoint() in this very thread.
     tiny_recipes("long", total_steps_per_task=1200)
     (run,) = Sweep([str(tmp_path / "recipes" / "long.yaml")], [0], out=str(tmp_path / "o")).runs()
     job = FitJob(threads=1)
-    returned: list[int] = []
-    worker = threading.Thread(target=lambda: returned.append(job(run)))
-    worker.start()
-    deadline = time.time() + 240
-    while time.time() < deadline and "Epoch 0:" not in (
-        run.log.read_text() if run.log.exists() else ""
-    ):
-        time.sleep(0.5)
-    requeued = job.checkpoint(run)  # what submitit calls on USR2
-    worker.join(timeout=240)
-    assert returned == [143]
-    assert run.state() == "interrupted"
+    requeued = []
 
-    assert requeued.result() == 0  # the requeued task, on any node
+    def preempt() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline and "Epoch 0:" not in (
+            run.log.read_text() if run.log.exists() else ""
+        ):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, lambda *_: requeued.append(job.checkpoint(run)))
+    try:
+        threading.Thread(target=preempt, daemon=True).start()
+        assert job(run) == 143  # returns once checkpoint() has stopped the fit
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert run.state() == "interrupted"
+    assert run.last_status()["returncode"] == 143
+
+    assert requeued[0].result() == 0  # the requeued task, on any node
     summary = read_summary(run.run_dir)
     assert summary["finished"] and summary["frames"] == 3600
 

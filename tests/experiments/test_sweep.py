@@ -146,3 +146,54 @@ def test_a_fresh_start_moves_an_unresumable_attempt_aside(run: SweepRun) -> None
     assert not any(run.run_dir.iterdir())
     (aside,) = run.run_dir.parent.glob("seed3.attempt-*")
     assert (aside / "events.out.tfevents.1.host").read_bytes() == b"old curves"
+
+
+def test_fixed_overrides_name_the_condition(tiny_recipes) -> None:
+    (recipe,) = tiny_recipes("a")
+    sweep = Sweep(
+        [str(recipe)],
+        seeds=[0],
+        grid={"model.init_args.lr": ["3e-4"]},
+        overrides={"model.init_args.total_steps_per_task": "1000"},
+    )
+    (run,) = sweep.runs()
+    # A shorter budget is another condition: its runs never pass for the full ones.
+    assert run.condition == "a@total_steps_per_task=1000@lr=3e-4"
+
+
+def test_values_with_a_slash_are_refused(tiny_recipes) -> None:
+    (recipe,) = tiny_recipes("a")
+    with pytest.raises(ValueError, match="may not hold '/'"):
+        Sweep([str(recipe)], seeds=[0], grid={"trainer.default_root_dir": ["a/b"]})
+
+
+def test_only_one_process_claims_a_run(run: SweepRun) -> None:
+    assert run.claim()
+    assert not run.claim()  # this process holds it: a second sweep would be refused
+    run.release()
+    run.hold_lock(2**22 + 12345)  # a stale lock of a process that is gone
+    assert run.claim()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("recipes: [a.yaml]\nseeds: [0\n", "cannot read the sweep file"),
+        ("- a.yaml\n", "a mapping"),
+        ("recipes: [a.yaml]\nseeds: [zero]\n", "seeds must be a list of ints"),
+        ("recipes: [1]\nseeds: [0]\n", "recipes must be a list of strs"),
+    ],
+)
+def test_bad_sweep_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        Sweep.load(tmp_path / "s.yaml")
+    with pytest.raises(ValueError, match="cannot read the sweep file"):
+        Sweep.load(tmp_path / "missing.yaml")
+
+
+def test_a_torn_status_file_names_itself(run: SweepRun) -> None:
+    run.prepare_attempt()
+    (run.run_dir / "sweep_status.json").write_text('{"returncode": 1')
+    with pytest.raises(ValueError, match=r"sweep_status\.json is not valid JSON"):
+        run.state()

@@ -183,3 +183,22 @@ def test_out_inside_a_run_folder_is_refused_and_runs_are_untouched(sweep: Path) 
         with pytest.raises(ReportInputError, match="inside the run folder"):
             build_report([sweep], out, settings=SETTINGS)
     assert tree() == before
+
+
+def test_a_diverged_series_costs_its_curve_not_the_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        write_run(sweep, DENSE, seed, scores_of(seed, 0.3))
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(sweep / DENSE / "seed1")) as writer:  # a Fisher trace that blew up
+        for frames in (10_000, 20_000):
+            writer.add_scalar("plasticity/actor/fisher_trace", float("nan"), frames)
+    aside = sweep / DENSE / "seed0.attempt-1796000000"  # an earlier attempt a sweep moved aside
+    aside.mkdir()
+    (aside / "events.out.tfevents.1.host").write_bytes(b"")
+    report = build_report([sweep], tmp_path / "out", settings=SETTINGS, workers=1)
+    index = report.index.read_text()
+    assert "| dense | " in index
+    assert "no plasticity/actor/fisher_trace curve" in index
+    assert "attempt" not in index

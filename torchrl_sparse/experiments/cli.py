@@ -154,9 +154,9 @@ def _plan(runs: list[SweepRun], retry_failed: bool) -> tuple[list[SweepRun], dic
 def main(argv: list[str]) -> int:
     """Run ``torchrl-sparse sweep`` with ``argv``; return the exit status.
 
-    0: every run finished; 1: some runs failed (each listed with its log); 2: bad arguments
-    (one ``error:`` line, nothing started); ``128 + n``: stopped by signal ``n`` (re-run the
-    same command to resume).
+    0: every run finished or is running elsewhere; 1: some runs failed (each listed with its
+    log); 2: bad arguments (one ``error:`` line, nothing started); ``128 + n``: stopped by
+    signal ``n`` (re-run the same command to resume).
     """
     args = _parser().parse_args(argv)
     try:
@@ -246,7 +246,8 @@ def _run_slurm(todo: list[SweepRun], sweep: Sweep, args: argparse.Namespace) -> 
         return 2
     print(f"Submitted {len(jobs)} array tasks: {', '.join(job.job_id for job in jobs)}")
     print(f"submitit logs: {folder}; check progress with: torchrl-sparse sweep ... --dry-run")
-    if not args.wait:
+    # submitit's debug jobs run when their result is asked for.
+    if not args.wait and args.submitit_cluster != "debug":
         return 0
     results: dict[str, int] = {}
     for run, job in zip(todo, jobs, strict=True):

@@ -30,7 +30,8 @@ def default_jobs(cores: int | None = None, threads_per_job: int = 1) -> int:
         >>> default_jobs(cores=16, threads_per_job=4)
         4
     """
-    cores = cores or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // threads_per_job)
 
 
@@ -63,6 +64,7 @@ class _Job:
     process: subprocess.Popen
     log: IO[bytes]
     started: float = field(default_factory=time.time)
+    signalled: bool = False
 
     def progress(self) -> tuple[float | None, float | None]:
         """(frames/s, seconds left) from the tail of the fit's progress bar, if any yet."""
@@ -107,7 +109,8 @@ class LocalPool:
         self.threads_per_job = threads_per_job
         self.report = report
         self.report_every_s = report_every_s
-        self._stop_signal: int | None = None
+        self._signals: list[int] = []
+        self._announced = False
         self._running: list[_Job] = []
 
     def run(self, runs: list[SweepRun]) -> dict[str, int]:
@@ -127,8 +130,13 @@ class LocalPool:
         last_report = 0.0
         try:
             while queue or running:
-                while queue and len(running) < self.jobs and self._stop_signal is None:
-                    running.append(self._start(queue.pop(0)))
+                while queue and len(running) < self.jobs and not self._signals:
+                    job = self._start(queue.pop(0))
+                    if job is not None:
+                        running.append(job)
+                if self._signals:
+                    queue.clear()
+                    self._stop(running)
                 for job in [job for job in running if job.process.poll() is not None]:
                     running.remove(job)
                     job.log.close()
@@ -136,8 +144,6 @@ class LocalPool:
                     job.run.record_exit(returncode, job.started)
                     results[job.run.name] = returncode
                     durations.append(time.time() - job.started)
-                if self._stop_signal is not None:
-                    queue.clear()
                 if time.time() - last_report >= self.report_every_s or not (queue or running):
                     self.report(self._status_line(results, running, queue, durations))
                     last_report = time.time()
@@ -150,20 +156,35 @@ class LocalPool:
     @property
     def stop_signal(self) -> int | None:
         """The signal that stopped the pool, if one did."""
-        return self._stop_signal
+        return self._signals[0] if self._signals else None
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if self._stop_signal is None:
-            self._stop_signal = signum
-            self.report(
-                f"{signal.Signals(signum).name}: stopping the running fits (each writes its "
-                "last.ckpt); run the same sweep command again to resume."
-            )
-            for job in self._running:
-                if job.process.poll() is None:
-                    job.process.send_signal(signal.SIGTERM)
+        # Only record it: the loop acts (printing or starting processes here could re-enter).
+        self._signals.append(signum)
 
-    def _start(self, run: SweepRun) -> _Job:
+    def _stop(self, running: list[_Job]) -> None:
+        """SIGTERM every fit once (each writes its ``last.ckpt``); a second signal kills them."""
+        if not self._announced:
+            self._announced = True
+            self.report(
+                f"{signal.Signals(self._signals[0]).name}: stopping the running fits (each "
+                "writes its last.ckpt; signal again to kill them); run the same sweep command "
+                "again to resume."
+            )
+        force = len(self._signals) > 1
+        for job in running:
+            if job.process.poll() is None and (force or not job.signalled):
+                job.process.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+                job.signalled = True
+
+    def _start(self, run: SweepRun) -> _Job | None:
+        """Start ``run``'s fit, or ``None`` when another process has taken or finished it."""
+        if not run.claim():
+            self.report(f"{run.name}: taken by another process ({run.lock_holder()}); skipped")
+            return None
+        if run.state() == "finished":  # finished since this sweep read the folders
+            run.release()
+            return None
         run.prepare_attempt()
         log = open(run.log, "ab")  # noqa: SIM115 (closed when the job ends)
         log.write(f"\n$ {' '.join(run.command())}\n".encode())

@@ -52,6 +52,21 @@ def child_environment(threads: int) -> dict[str, str]:
     return {k: v for k, v in thread_environment(threads).items() if not k.startswith("SLURM_")}
 
 
+def _reap(pid: int, timeout_s: float | None) -> int | None:
+    """Wait for child ``pid`` without ``Popen``'s lock; its exit status, or ``None`` on time-out."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        try:
+            reaped, status = os.waitpid(pid, 0 if deadline is None else os.WNOHANG)
+        except ChildProcessError:
+            return 0  # already reaped elsewhere
+        if reaped:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
 class FitJob(submitit.helpers.Checkpointable):
     """The function of one array task: run (or resume) the fit of a :class:`SweepRun`.
 
@@ -70,6 +85,7 @@ class FitJob(submitit.helpers.Checkpointable):
         self.stop_timeout_s = stop_timeout_s
         self._process: subprocess.Popen | None = None
         self._started = 0.0
+        self._stopped_status: int | None = None
 
     def __call__(self, run: SweepRun) -> int:
         """Run the fit; return its exit status.
@@ -77,8 +93,11 @@ class FitJob(submitit.helpers.Checkpointable):
         Raises:
             RuntimeError: the fit failed (not stopped by a signal), with its log's path.
         """
+        # SLURM runs one task per run: the lock is this task's, whoever held it before.
+        run.hold_lock(os.getpid())
         run.prepare_attempt()
         self._started = time.time()
+        self._stopped_status = None
         with open(run.log, "ab") as log:
             log.write(f"\n$ {' '.join(run.command())}\n".encode())
             log.flush()
@@ -91,22 +110,29 @@ class FitJob(submitit.helpers.Checkpointable):
             )
             run.hold_lock(self._process.pid)
             returncode = self._process.wait()
+        if self._stopped_status is not None:
+            return self._stopped_status  # stopped by checkpoint(), which recorded the exit
         run.record_exit(returncode, self._started)
         if returncode not in {0, *STOPPED_BY_SIGNAL}:
             raise RuntimeError(f"{run.name} failed with exit status {returncode}; log: {run.log}")
         return returncode
 
     def checkpoint(self, run: SweepRun) -> submitit.helpers.DelayedSubmission:
-        """Stop the fit (it writes ``last.ckpt``) and requeue this run, to resume from it."""
+        """Stop the fit (it writes ``last.ckpt``) and requeue this run, to resume from it.
+
+        submitit calls this from its ``USR2`` handler, in the thread blocked in
+        ``Popen.wait()`` (which holds the ``Popen``'s lock): the fit is reaped here with
+        ``os.waitpid`` directly.
+        """
         process = self._process
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
+            status = _reap(process.pid, self.stop_timeout_s)
+            if status is None:
                 process.kill()
-                process.wait()
-            run.record_exit(process.returncode, self._started)
+                status = _reap(process.pid, None)
+            self._stopped_status = status if status is not None else -signal.SIGKILL
+            run.record_exit(self._stopped_status, self._started)
         return submitit.helpers.DelayedSubmission(
             type(self)(self.threads, self.stop_timeout_s), run
         )
@@ -175,4 +201,10 @@ def submit(
         parameters["mem_gb"] = mem_gb
     executor.update_parameters(**parameters)
     os.makedirs(folder, exist_ok=True)
-    return executor.map_array(FitJob(threads_per_job), runs)
+    jobs = executor.map_array(FitJob(threads_per_job), runs)
+    if cluster == "slurm":
+        # Queued tasks hold their runs, so a re-run of the sweep does not submit them again;
+        # the task takes the lock over when it starts (or ``scancel`` leaves it: remove it).
+        for run, job in zip(runs, jobs, strict=True):
+            run.hold_lock(0, host="slurm", job_id=job.job_id)
+    return jobs

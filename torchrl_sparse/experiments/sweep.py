@@ -102,6 +102,17 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
     return grid
 
 
+def _holder(pid: int) -> dict[str, Any]:
+    return {"pid": pid, "host": socket.gethostname(), "since": time.time()}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write ``value`` so that a reader never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1) + "\n")
+    partial.replace(path)
+
+
 def _condition_of(recipe: Path) -> str:
     """The run folder name the CLI gives ``recipe``: its path below ``recipes/``, or its stem."""
     parts = recipe.resolve().with_suffix("").parts
@@ -179,14 +190,24 @@ class SweepRun:
         return "queued"
 
     def last_status(self) -> dict[str, Any] | None:
+        """``sweep_status.json`` of the last attempt, or ``None``.
+
+        Raises:
+            ValueError: the file is not JSON, naming it.
+        """
         path = self.run_dir / STATUS_FILE
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); remove it to retry.") from error
 
     def lock_holder(self) -> dict[str, Any] | None:
-        """The live process that holds ``sweep.lock`` on this host, or ``None``.
+        """Who holds ``sweep.lock``: a live local process or any other host, else ``None``.
 
-        A lock from another host (a cluster node) counts as held; a lock of a dead local process
-        is stale and ignored.
+        A lock from another host (a cluster node, or a SLURM task not started yet) counts as
+        held; a lock of a dead local process is stale and ignored.
         """
         path = self.run_dir / LOCK_FILE
         if not path.is_file():
@@ -199,28 +220,56 @@ class SweepRun:
             return holder
         try:
             os.kill(int(holder["pid"]), 0)
-        except (ProcessLookupError, PermissionError, ValueError, KeyError):
+        except PermissionError:
+            return holder  # it exists, under another user
+        except (ProcessLookupError, ValueError, KeyError):
             return None
         return holder
 
-    def prepare_attempt(self) -> None:
-        """Make the run folder; a fresh start moves an earlier attempt's folder aside.
+    def claim(self) -> bool:
+        """Take ``sweep.lock`` for this process, atomically; ``False`` when someone holds it.
 
-        An attempt that logged events but left no checkpoint cannot be resumed; its folder
-        becomes ``seed<N>.attempt-<unix time>`` (kept, never deleted) so the new attempt's
-        curves are not mixed with the old ones.
+        Two sweeps over the same folders never start the same run: the lock file is created
+        exclusively, and a stale one (its process is gone) is replaced.
         """
-        resumable = self.checkpoint.is_file()
-        if not resumable and self.run_dir.is_dir() and any(self.run_dir.glob("events.out.*")):
-            aside = self.run_dir.with_name(f"{self.run_dir.name}.attempt-{int(time.time())}")
-            shutil.move(str(self.run_dir), aside)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK_FILE
+        for _ in range(2):
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self.lock_holder() is not None:
+                    return False
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(_holder(os.getpid()), handle)
+            return True
+        return False
 
-    def hold_lock(self, pid: int) -> None:
-        """Mark the run as running in process ``pid`` on this host."""
-        (self.run_dir / LOCK_FILE).write_text(
-            json.dumps({"pid": pid, "host": socket.gethostname(), "since": time.time()})
-        )
+    def release(self) -> None:
+        """Give ``sweep.lock`` back without recording an attempt."""
+        (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
+
+    def prepare_attempt(self) -> None:
+        """Make the run folder; a fresh start moves an earlier attempt's files aside.
+
+        An attempt that logged events but left no checkpoint cannot be resumed; its files go to
+        ``seed<N>.attempt-<unix time>`` (kept, never deleted) so the new attempt's curves are
+        not mixed with the old ones.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.checkpoint.is_file() and any(self.run_dir.glob("events.out.*")):
+            aside = self.run_dir.with_name(f"{self.run_dir.name}.attempt-{int(time.time())}")
+            aside.mkdir()
+            for path in self.run_dir.iterdir():
+                if path.name != LOCK_FILE:
+                    shutil.move(str(path), aside / path.name)
+
+    def hold_lock(self, pid: int, **details: Any) -> None:
+        """Mark the run as running in process ``pid`` on this host (or as ``details`` say)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self.run_dir / LOCK_FILE, {**_holder(pid), **details})
 
     def record_exit(self, returncode: int, started: float) -> None:
         """Write ``sweep_status.json`` and release the lock."""
@@ -231,7 +280,7 @@ class SweepRun:
             "wall_time_s": round(time.time() - started, 1),
             "log": str(self.log),
         }
-        (self.run_dir / STATUS_FILE).write_text(json.dumps(status, indent=1) + "\n")
+        _write_json(self.run_dir / STATUS_FILE, status)
         (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
 
 
@@ -271,6 +320,12 @@ class Sweep:
             raise ValueError("A sweep needs at least one seed (e.g. --seeds 0-2).")
         if any(not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"seeds {self.seeds!r}: allowed are non-negative integers.")
+        values = [v for vs in self.grid.values() for v in vs] + list(self.overrides.values())
+        if any("/" in value for value in values):
+            raise ValueError(
+                f"setting values name run folders and may not hold '/': {values!r}; use a "
+                "recipe file for such settings."
+            )
         for key in [*self.grid, *self.overrides]:
             if key.endswith((".seed", "logger.init_args.save_dir", "logger.init_args.name")):
                 raise ValueError(
@@ -299,19 +354,24 @@ class Sweep:
         return paths
 
     def runs(self) -> list[SweepRun]:
-        """Every (condition, seed), conditions in recipe then grid order, seeds innermost."""
+        """Every (condition, seed), conditions in recipe then grid order, seeds innermost.
+
+        A condition is the recipe's run folder name, then ``@<option>=<value>`` for every
+        ``overrides`` and grid setting: runs of other settings never share folders, so a
+        finished run is only skipped for the settings it was trained with.
+        """
         runs: list[SweepRun] = []
         conditions: dict[str, Path] = {}
         combos = list(itertools.product(*self.grid.values()))
         # Labels name an option by its last part unless two options share it.
-        last = [key.split(".")[-1] for key in self.grid]
-        label_of = {
-            key: key if last.count(k) > 1 else k for key, k in zip(self.grid, last, strict=True)
-        }
+        keys = [*self.overrides, *self.grid]
+        last = [key.split(".")[-1] for key in keys]
+        label_of = {key: key if last.count(k) > 1 else k for key, k in zip(keys, last, strict=True)}
+        fixed = "".join(f"@{label_of[key]}={value}" for key, value in self.overrides.items())
         for recipe in self.recipe_paths():
             for combo in combos:
                 chosen = tuple(zip(self.grid, combo, strict=True))
-                label = "".join(f"@{label_of[key]}={value}" for key, value in chosen)
+                label = fixed + "".join(f"@{label_of[key]}={value}" for key, value in chosen)
                 condition = _condition_of(recipe) + label
                 if conditions.setdefault(condition, recipe) != recipe:
                     raise ValueError(
@@ -336,13 +396,25 @@ class Sweep:
         Raises:
             ValueError: unknown keys, or the values :class:`Sweep` refuses.
         """
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"cannot read the sweep file {path}: {error}") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a sweep file is a mapping of recipes, seeds, grid, ...")
         allowed = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ValueError(f"{path}: unknown sweep keys {unknown}; allowed: {sorted(allowed)}.")
-        if isinstance(data.get("seeds"), str):
-            data["seeds"] = parse_seeds(data["seeds"])
+        if isinstance(data.get("seeds"), str | int):
+            data["seeds"] = parse_seeds(str(data["seeds"]))
+        if isinstance(data.get("recipes"), str):
+            data["recipes"] = [data["recipes"]]
+        for key, kind in (("recipes", str), ("seeds", int)):
+            if not isinstance(data.get(key), list) or not all(
+                isinstance(item, kind) for item in data[key]
+            ):
+                raise ValueError(f"{path}: {key} must be a list of {kind.__name__}s.")
         data["grid"] = {k: [str(v) for v in vs] for k, vs in (data.get("grid") or {}).items()}
         data["overrides"] = {k: str(v) for k, v in (data.get("overrides") or {}).items()}
         return cls(**data)

@@ -134,12 +134,16 @@ def evaluation_curves(
         return None, findings
     if interpolated:
         findings.append(_interpolation_finding(condition, "evaluations", frames))
-    curves = Curves(
-        values.reshape(len(runs), len(tags), len(frames)),
-        runs=tuple(f"seed{run.seed}" for run in runs),
-        tasks=condition.tasks,
-        frames=frames,
-    )
+    try:
+        curves = Curves(
+            values.reshape(len(runs), len(tags), len(frames)),
+            runs=tuple(f"seed{run.seed}" for run in runs),
+            tasks=condition.tasks,
+            frames=frames,
+        )
+    except ValueError as error:  # e.g. a diverged run's non-finite values
+        findings.append(Finding("warning", f"{condition.key}: no learning curve: {error}"))
+        return None, findings
     return curves, findings
 
 
@@ -194,7 +198,10 @@ def plasticity_curves(
             continue
         if interpolated:
             findings.append(_interpolation_finding(condition, tag, frames))
-        curves[network, metric] = Curves(
-            values[:, None, :], tuple(f"seed{run.seed}" for run in runs), (tag,), frames
-        )
+        try:
+            curves[network, metric] = Curves(
+                values[:, None, :], tuple(f"seed{run.seed}" for run in runs), (tag,), frames
+            )
+        except ValueError as error:  # e.g. a diverged run's non-finite Fisher trace
+            findings.append(Finding("warning", f"{condition.key}: no {tag} curve: {error}"))
     return curves, findings

@@ -38,6 +38,8 @@ __all__ = [
 # a sweep root or a project folder may hold those too.
 _RUN_MARKERS = (SUMMARY_FILE, "hparams.yaml")
 _SEED_FOLDER = re.compile(r"seed\d+")
+# Where a sweep moves an attempt that cannot be resumed (not a run of the report).
+_EARLIER_ATTEMPT = re.compile(r"seed\d+\.attempt-\d+")
 
 
 class ReportInputError(ValueError):
@@ -140,13 +142,14 @@ def holds_run_files(path: Path) -> bool:
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is a run folder: it holds run files or is named ``seed<N>``.
 
-    A ``seed<N>`` folder counts even when empty, so that a run that never started is listed.
+    A ``seed<N>`` folder counts even when empty, so that a run that never started is listed;
+    ``seed<N>.attempt-<time>``, an earlier attempt a sweep moved aside, does not.
 
     Examples:
         >>> is_run_dir(Path("/nonexistent/seed3")), is_run_dir(Path("/nonexistent/dense"))
         (False, False)
     """
-    if not path.is_dir():
+    if not path.is_dir() or _EARLIER_ATTEMPT.fullmatch(path.name):
         return False
     return bool(_SEED_FOLDER.fullmatch(path.name)) or holds_run_files(path)
 
