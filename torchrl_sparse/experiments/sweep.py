@@ -129,6 +129,12 @@ class SweepRun:
         seed: the seed (``--model.init_args.seed``).
         overrides: ``(option, value)`` pairs added to the command line.
         out: the save directory of the TensorBoard logger.
+
+    Examples:
+        >>> run = SweepRun(Path("recipes/a.yaml"), "a", 3, (("model.init_args.lr", "3e-4"),),
+        ...                Path("runs"))
+        >>> str(run.run_dir), run.command(python="python")[4:8]
+        ('runs/a/seed3', ['--config', 'recipes/a.yaml', '--model.init_args.lr', '3e-4'])
     """
 
     recipe: Path
@@ -302,11 +308,17 @@ class Sweep:
             condition.
 
     Examples:
-        >>> sweep = Sweep(["recipes/minigrid/mt3/mtppo/dense.yaml"], seeds=[0, 1],
-        ...               grid={"model.init_args.lr": ["1e-3", "3e-4"]})  # doctest: +SKIP
-        >>> [run.name for run in sweep.runs()]  # doctest: +SKIP
-        ['minigrid/mt3/mtppo/dense@lr=1e-3/seed0', 'minigrid/mt3/mtppo/dense@lr=1e-3/seed1',
-         'minigrid/mt3/mtppo/dense@lr=3e-4/seed0', 'minigrid/mt3/mtppo/dense@lr=3e-4/seed1']
+        >>> import tempfile
+        >>> recipe = Path(tempfile.mkdtemp()) / "recipes" / "dense.yaml"
+        >>> recipe.parent.mkdir()
+        >>> _ = recipe.write_text("extends: minigrid/mt3/mtppo/dense.yaml")
+        >>> grid = {"model.init_args.lr": ["1e-3", "3e-4"]}
+        >>> sweep = Sweep([str(recipe)], seeds=[0, 1], grid=grid)
+        >>> [run.name for run in sweep.runs()]  # doctest: +NORMALIZE_WHITESPACE
+        ['dense@lr=1e-3/seed0', 'dense@lr=1e-3/seed1', 'dense@lr=3e-4/seed0',
+         'dense@lr=3e-4/seed1']
+        >>> sweep.runs()[0].state()
+        'queued'
     """
 
     recipes: list[str]
