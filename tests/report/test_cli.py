@@ -77,3 +77,23 @@ def test_missing_rliable_names_the_extra(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: torchrl-sparse report")
+
+
+def test_runs_of_the_sweep_file_not_started_are_listed(
+    small_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torchrl_sparse.experiments.sweep import Sweep
+
+    recipe = tmp_path / "recipes" / DENSE
+    recipe.parent.mkdir(parents=True)
+    recipe.with_suffix(".yaml").write_text("{}")
+    Sweep([str(recipe.with_suffix(".yaml"))], seeds=[0, 1, 2, 3], out=str(small_sweep)).save(
+        tmp_path / "sweep.yaml"
+    )
+    args = ["--out", str(tmp_path / "report"), "--reps", "100", "--workers", "1"]
+    assert main([str(small_sweep), *args, "--sweep", str(tmp_path / "sweep.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert f"{small_sweep / DENSE / 'seed3'}: not started" in err
+    assert "seed2: not started" not in err  # it has a folder: listed as unfinished instead
+    assert main([str(small_sweep), *args, "--sweep", str(tmp_path / "nope.yaml")]) == 2
+    assert "--sweep" in capsys.readouterr().err

@@ -289,6 +289,7 @@ def build_report(
     metric: str | None = None,
     profiles: bool = False,
     workers: int | None = None,
+    expected: Sequence[str | Path] = (),
 ) -> Report:
     """Make a report of the runs under ``paths`` in the folder ``out``.
 
@@ -309,6 +310,8 @@ def build_report(
         profiles: also draw performance profiles.
         workers: processes reading event files and drawing columns (``None``: one per
             core).
+        expected: run folders that should exist (e.g. every run of a sweep); those that do
+            not are listed as not started.
 
     Returns:
         The report.
@@ -332,6 +335,12 @@ def build_report(
     run_dirs = loaded.run_dirs
     out = _checked_out(Path(out), run_dirs)
     findings = list(loaded.skipped)
+    found = {path.resolve() for path in run_dirs}
+    findings += [
+        Finding("skipped", f"{path}: not started (no run folder)")
+        for path in map(Path, expected)
+        if path.resolve() not in found
+    ]
 
     with_events = [run.path for run in loaded.runs if run.has_events]
     scalars = dict(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from torchrl_sparse.report.build import build_report
@@ -82,11 +83,26 @@ def parser() -> argparse.ArgumentParser:
     )
     command.add_argument("--profiles", action="store_true", help="also draw performance profiles")
     command.add_argument(
+        "--sweep",
+        metavar="SWEEP_YAML",
+        help="the sweep file (torchrl-sparse sweep --save) whose runs not started are listed",
+    )
+    command.add_argument(
         "--workers",
         type=_positive,
         help="processes reading event files (default: one per core)",
     )
     return command
+
+
+def _sweep_run_dirs(path: str) -> list[Path]:
+    """The run folders of every run of the sweep file ``path``."""
+    from torchrl_sparse.experiments.sweep import Sweep
+
+    try:
+        return [run.run_dir for run in Sweep.load(path).runs()]
+    except ValueError as error:
+        raise ReportInputError(f"--sweep {path}: {error}") from error
 
 
 def main(argv: list[str]) -> int:
@@ -104,6 +120,7 @@ def main(argv: list[str]) -> int:
     """
     try:
         args = parser().parse_args(argv)
+        expected = _sweep_run_dirs(args.sweep) if args.sweep else []
         report = build_report(
             args.run_dirs,
             args.out,
@@ -112,6 +129,7 @@ def main(argv: list[str]) -> int:
             metric=args.metric,
             profiles=args.profiles,
             workers=args.workers,
+            expected=expected,
         )
     except ReportInputError as error:
         print(f"error: {error}", file=sys.stderr)
