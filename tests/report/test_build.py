@@ -163,6 +163,7 @@ def test_metric_override_scores_runs_from_their_events(sweep: Path, tmp_path: Pa
     row = read_csv(report.out / "table.csv")["dense"]
     assert row["metric"] == "episode_return" and float(row["point"]) == 10.0
     assert "`--metric episode_return`" in report.index.read_text()
+    assert any("different scales are pooled" in f.message for f in report.findings)
 
 
 def test_no_reportable_run_is_an_input_error(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,9 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("Interrupted before any run started.", file=sys.stderr)
+        return 128 + signal.SIGINT
     if args.save:
         sweep.save(args.save)
         print(f"Sweep saved to {args.save} (re-run: torchrl-sparse sweep --from-file {args.save})")

@@ -280,6 +280,10 @@ def _column_jobs(
     return jobs
 
 
+#: Scores on one scale across tasks, so that pooling them over tasks is meaningful.
+_BOUNDED_METRICS = ("normalized_return", "success")
+
+
 def build_report(
     paths: Sequence[str | Path],
     out: str | Path,
@@ -354,6 +358,14 @@ def build_report(
     if metric is not None:
         runs, rescoring = _rescored(runs, metric, scalars)
         findings += rescoring
+        if metric not in _BOUNDED_METRICS:
+            findings.append(
+                Finding(
+                    "warning",
+                    f"--metric {metric}: scores of tasks on different scales are pooled into "
+                    f"one IQM; the papers pool {' or '.join(_BOUNDED_METRICS)} (0 to 1)",
+                )
+            )
     grouping = group_runs(runs)
     findings += grouping.findings
     if not grouping.conditions:
