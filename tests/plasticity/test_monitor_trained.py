@@ -126,3 +126,24 @@ def test_the_lightning_callback_refuses_a_network_its_optimizers_do_not_train() 
         ValueError, match=r"'critic' holds none of the parameters .* StackedNetworkView"
     ):
         trainer.fit(module)
+
+
+def test_without_trained_by_a_network_that_never_changes_is_flagged(sac) -> None:
+    import warnings
+
+    actor, qvalue, loss, data = sac
+    optimizer = torch.optim.Adam(loss.parameters(), lr=1e-2)
+    critic = StackedNetworkView(loss, "qvalue_network", 0, action_source=actor)
+    live = PlasticityMonitor({"actor": actor, "critic": critic}, METRICS)
+    stale = PlasticityMonitor({"critic": qvalue}, METRICS)  # the guide's users' mistake
+    states, transitions = data.select("observation"), data.select("observation", "action")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            live.compute(states)
+            stale.compute(transitions)
+            _train(loss, optimizer, data)
+    flagged = [str(w.message) for w in caught if "have not changed" in str(w.message)]
+    assert len(flagged) == 1  # the stale critic, once; the trained networks never
+    assert flagged[0].startswith("The weights of 'critic' have not changed")
+    assert "StackedNetworkView(loss, 'qvalue_network'" in flagged[0]

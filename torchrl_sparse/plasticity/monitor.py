@@ -213,6 +213,7 @@ class PlasticityMonitor:
         self.on_error = on_error
         self.generator = torch.Generator().manual_seed(seed)
         self._warned: set[str] = set()
+        self._fingerprints: dict[str, list[tuple[float, ...]]] = {}
         self._schedule = _Scheduled(every, None)
         self._probes: dict[str, ActivationProbe] = {}
         if _ACTIVATION_METRICS & set(self.metrics):
@@ -280,8 +281,37 @@ class PlasticityMonitor:
         with self._own_rng():
             batch = self._metric_batch(batch() if callable(batch) else batch)
             for name, module in self.modules.items():
+                self._warn_if_frozen(name, module)
                 out.update(self._compute_one(name, module, batch))
         return TensorDict({k: torch.tensor(float(v)) for k, v in out.items()}, [])
+
+    def _warn_if_frozen(self, name: str, module: nn.Module) -> None:
+        """Warn once when a module's weights were identical at its last three measurements.
+
+        A network being trained changes between measurements; one that does not is most likely
+        a copy nobody trains (TorchRL losses train functional copies of the networks given to
+        them), whose metrics would be silently stale. ``trained_by`` makes this an error.
+        """
+        with torch.no_grad():
+            fingerprint = tuple(
+                value
+                for p in module.parameters()
+                for value in (float(p.double().sum()), float(p.double().square().sum()))
+            )
+        history = self._fingerprints.setdefault(name, [])
+        history[:] = [*history[-2:], fingerprint]
+        frozen = len(history) == 3 and len(set(history)) == 1
+        if frozen and f"frozen:{name}" not in self._warned:
+            self._warned.add(f"frozen:{name}")
+            warnings.warn(
+                f"The weights of {name!r} have not changed over the last 3 measurements. If "
+                "training ran in between, this is not the network being trained: TorchRL "
+                "losses train copies of the networks given to them (for SACLoss monitor "
+                "StackedNetworkView(loss, 'qvalue_network', 0, action_source=actor)); pass "
+                "trained_by=<optimizer or loss> to have such modules refused.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _guarded(self, out: dict[str, float], keys: list[str], fn: Callable[[], Any]) -> None:
         """``out.update`` with ``fn()`` (a float for ``keys[0]``, or a dict of entries).
