@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -133,9 +134,12 @@ def test_a_dead_local_lock_is_stale_a_remote_one_is_held(run: SweepRun) -> None:
     run.prepare_attempt()
     run.hold_lock(2**22 + 12345)  # above Linux's default pid_max: no such process
     assert run.state() == "queued"
-    (run.run_dir / "sweep.lock").write_text(
-        json.dumps({"pid": 1, "host": socket.gethostname() + "-node"})
-    )
+    node = socket.gethostname() + "-node"
+    run.hold_lock(1, host=node)  # refreshed just now by a task on a node
+    assert run.state() == "running"
+    run.hold_lock(1, host=node, since=time.time() - 3600)  # its node died an hour ago
+    assert run.state() == "queued"
+    run.hold_lock(0, host="slurm", job_id="42_0", since=0.0)  # submitted, not started yet
     assert run.state() == "running"
 
 

@@ -33,6 +33,10 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on the instal
     ) from error
 
 
+#: Seconds between refreshes of a running task's lock (see ``REMOTE_LOCK_TIMEOUT_S``).
+_LOCK_REFRESH_S = 60.0
+
+
 def _ignore_usr2() -> None:
     # Runs in the child before exec: an ignored signal stays ignored across exec.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
@@ -109,7 +113,13 @@ class FitJob(submitit.helpers.Checkpointable):
                 preexec_fn=_ignore_usr2,
             )
             run.hold_lock(self._process.pid)
-            returncode = self._process.wait()
+            while True:
+                try:
+                    returncode = self._process.wait(timeout=_LOCK_REFRESH_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    # A heartbeat: the lock of a task whose node died goes stale.
+                    run.hold_lock(self._process.pid)
         if self._stopped_status is not None:
             return self._stopped_status  # stopped by checkpoint(), which recorded the exit
         run.record_exit(returncode, self._started)

@@ -44,6 +44,8 @@ RunState = Literal["finished", "running", "failed", "interrupted", "queued"]
 LOG_FILE = "sweep.log"
 LOCK_FILE = "sweep.lock"
 STATUS_FILE = "sweep_status.json"
+#: Seconds after which a lock from another host that was not refreshed is stale.
+REMOTE_LOCK_TIMEOUT_S = 15 * 60
 #: Exit statuses of a fit stopped by a signal (SIGINT, SIGTERM, as ``128 + n`` or ``-n``): the
 #: run is interrupted, not failed, and resumes from its checkpoint.
 STOPPED_BY_SIGNAL = frozenset({130, 143, -signal.SIGINT, -signal.SIGTERM})
@@ -212,8 +214,10 @@ class SweepRun:
     def lock_holder(self) -> dict[str, Any] | None:
         """Who holds ``sweep.lock``: a live local process or any other host, else ``None``.
 
-        A lock from another host (a cluster node, or a SLURM task not started yet) counts as
-        held; a lock of a dead local process is stale and ignored.
+        A lock of a dead local process is stale and ignored. A lock from another host counts as
+        held while its holder refreshes it (a SLURM task does every minute): after
+        :data:`REMOTE_LOCK_TIMEOUT_S` without a refresh (a node that died) it is stale too. A
+        SLURM task not started yet (``host: slurm``) holds its run until it starts.
         """
         path = self.run_dir / LOCK_FILE
         if not path.is_file():
@@ -222,8 +226,11 @@ class SweepRun:
             holder = json.loads(path.read_text())
         except json.JSONDecodeError:
             return None
-        if holder.get("host") != socket.gethostname():
+        if holder.get("host") == "slurm":
             return holder
+        if holder.get("host") != socket.gethostname():
+            fresh = time.time() - float(holder.get("since", 0)) < REMOTE_LOCK_TIMEOUT_S
+            return holder if fresh else None
         try:
             os.kill(int(holder["pid"]), 0)
         except PermissionError:
