@@ -21,7 +21,14 @@ from typing import Any
 
 import torchrl_sparse
 
-__all__ = ["SCHEMA_VERSION", "SUMMARY_FILE", "config_hash", "read_summary", "summarize_module"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SUMMARY_FILE",
+    "config_hash",
+    "read_summary",
+    "summarize_module",
+    "write_json",
+]
 
 SUMMARY_FILE = "summary.json"
 SCHEMA_VERSION = 1
@@ -136,12 +143,24 @@ def summarize_module(
         "wall_time_s": wall_time_s,
         "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    path = Path(run_dir) / SUMMARY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(summary, indent=1) + "\n")
-    partial.replace(path)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(run_dir) / SUMMARY_FILE, summary)
     return summary
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write ``value`` as JSON so that a reader never sees half a file (write, then rename).
+
+    Examples:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "status.json"
+        >>> write_json(path, {"returncode": 0})
+        >>> json.loads(path.read_text())
+        {'returncode': 0}
+    """
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1) + "\n")
+    partial.replace(path)
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:

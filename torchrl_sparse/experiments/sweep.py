@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import yaml
 
-from torchrl_sparse.experiments.summary import read_summary
+from torchrl_sparse.experiments.summary import read_summary, write_json
 
 __all__ = ["RunState", "Sweep", "SweepRun", "parse_grid", "parse_seeds"]
 
@@ -106,13 +106,6 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
 
 def _holder(pid: int) -> dict[str, Any]:
     return {"pid": pid, "host": socket.gethostname(), "since": time.time()}
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write ``value`` so that a reader never sees half a file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1) + "\n")
-    partial.replace(path)
 
 
 def _condition_of(recipe: Path) -> str:
@@ -282,7 +275,7 @@ class SweepRun:
     def hold_lock(self, pid: int, **details: Any) -> None:
         """Mark the run as running in process ``pid`` on this host (or as ``details`` say)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(self.run_dir / LOCK_FILE, {**_holder(pid), **details})
+        write_json(self.run_dir / LOCK_FILE, {**_holder(pid), **details})
 
     def record_exit(self, returncode: int, started: float) -> None:
         """Write ``sweep_status.json`` and release the lock."""
@@ -293,7 +286,7 @@ class SweepRun:
             "wall_time_s": round(time.time() - started, 1),
             "log": str(self.log),
         }
-        _write_json(self.run_dir / STATUS_FILE, status)
+        write_json(self.run_dir / STATUS_FILE, status)
         (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
 
 
