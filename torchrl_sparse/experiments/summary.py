@@ -128,7 +128,7 @@ def summarize_module(
         "algorithm": type(module).__name__,
         "benchmark": module.benchmark,
         "suite": suite if isinstance(suite, str) else "custom",
-        "arch": hparams.get("arch", "mlp"),
+        "arch": hparams.get("arch") or hparams.get("network") or "mlp",
         "tasks": list(module.task_names),
         "metric": metric,
         "final_eval": final_eval,

@@ -1,4 +1,4 @@
-"""Lightning recipes: multi-task PPO and SAC modules, callbacks and the ``torchrl-sparse`` CLI.
+"""Lightning recipes: multi-task PPO and SAC modules, DQN, callbacks and the ``torchrl-sparse`` CLI.
 
 Each name is imported on first use: the PPO path (MiniGrid) never imports MetaWorld or MuJoCo,
 and the SAC path never imports MiniGrid.
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         SparsityCallback,
         SummaryFigure,
     )
+    from torchrl_sparse.lightning.dqn import DQN
     from torchrl_sparse.lightning.loader import CollectorLoader
     from torchrl_sparse.lightning.plasticity import (
         PlasticityMonitorCallback,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 _SUBMODULE = {
     "CollectorLoader": "loader",
+    "DQN": "dqn",
     "FrameCheckpoint": "callbacks",
     "MultiTaskPPO": "ppo",
     "MultiTaskSAC": "sac",
@@ -40,6 +42,7 @@ _SUBMODULE = {
 }
 
 __all__ = [
+    "DQN",
     "CollectorLoader",
     "FrameCheckpoint",
     "MultiTaskPPO",

@@ -168,15 +168,22 @@ class MultiTaskRLModule(pl.LightningModule):
                 self.log(label, self.latest[key], prog_bar=True, logger=False, batch_size=1)
                 break
 
-    def start_batch(self, batch: TensorDictBase, episode_tags: dict[str, str]) -> None:
+    def start_batch(
+        self,
+        batch: TensorDictBase,
+        episode_tags: dict[str, str],
+        end_key: tuple[str, str] | None = None,
+    ) -> None:
         """Count a collected batch's frames (over all ranks) and log its finished episodes.
 
         ``episode_tags`` maps a ``("next", key)`` episode statistic to its tag: each task's mean
         over the episodes that ended in the batch goes to ``charts/<tag>/<task>``, and the mean
-        over tasks to ``charts/<tag>_mean`` when every task finished an episode.
+        over tasks to ``charts/<tag>_mean`` when every task finished an episode. Episodes end
+        where ``end_key`` (default ``("next", "done")``) is true; Atari's ``("next",
+        "game_over")`` keeps life losses out of the game scores.
         """
         self.frames += batch.numel() * self.trainer.world_size
-        done = batch["next", "done"].squeeze(-1)
+        done = batch[end_key or ("next", "done")].squeeze(-1)
         if not done.any():
             return
         task = batch["task_id"]

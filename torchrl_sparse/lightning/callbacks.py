@@ -102,8 +102,34 @@ class SparsityCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self.sparsifier is not None
+        self._check_gradients_available(pl_module)
         self.sparsifier.attach_optimizer(trainer.optimizers)
         self.sparsifier.apply_masks()
+
+    def _check_gradients_available(self, pl_module: pl.LightningModule) -> None:
+        """Refuse a gradient-based method whose first topology update precedes any gradient.
+
+        Off-policy modules set ``first_gradient_frame``: the frame count at the end of the first
+        batch with a gradient step (after the replay warm-up).
+        """
+        sparsifier = self.sparsifier
+        assert sparsifier is not None
+        first_gradient = getattr(pl_module, "first_gradient_frame", 0)
+        schedule = sparsifier.schedule
+        if not sparsifier.method.needs_dense_grads or schedule is None or not first_gradient:
+            return
+        step = pl_module.frames_per_update
+        previous = sparsifier.step_count
+        while previous + step < first_gradient:
+            if schedule.is_update_step(previous, previous + step):
+                raise ValueError(
+                    f"{type(sparsifier.method).__name__} updates the topology at frame "
+                    f"{previous + step} ({schedule}), but the first gradient step comes at frame "
+                    f"{first_gradient} (after learning_starts): there is no gradient to grow "
+                    f"by. Start the schedule at or after {first_gradient} frames (its start "
+                    "argument)."
+                )
+            previous += step
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any

@@ -85,7 +85,7 @@ class PlasticityMonitorCallback(pl.Callback):
 
     Args:
         metrics: subset of ``torchrl_sparse.plasticity.ALL_METRICS`` (default: all).
-        networks: which networks to monitor.
+        networks: which networks to monitor (``None``: all the module's monitored networks).
         every_n_frames: cadence in environment frames.
         tau: dormancy threshold (0.1 for logging).
         delta: srank threshold.
@@ -126,7 +126,10 @@ class PlasticityMonitorCallback(pl.Callback):
             metrics, networks = list(monitor.metrics), list(monitor.modules)
             every_n_frames, tau, delta = monitor.every, monitor.tau, monitor.delta
         self.metrics = list(metrics) if metrics is not None else list(ALL_METRICS)
+        # The checkpoint key keeps the historical default; None selects every monitored network
+        # of the module (actor and critic for PPO/SAC, the Q-network for DQN).
         self.network_names = networks or ["actor", "critic"]
+        self._all_networks = networks is None
         self.every_n_frames = every_n_frames
         self.tau = tau
         self.delta = delta
@@ -154,7 +157,9 @@ class PlasticityMonitorCallback(pl.Callback):
             self._pending = None
 
     def _build(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> PlasticityMonitor:
-        networks = _select(pl_module.monitored_networks(), self.network_names, "to monitor")
+        available = pl_module.monitored_networks()
+        names = list(available) if self._all_networks else self.network_names
+        networks = _select(available, names, "to monitor")
         features = {k: v for k, v in pl_module.feature_modules().items() if k in networks}
         provider = _mask_provider(trainer)
         masks = None
@@ -223,6 +228,7 @@ class _InterventionCallback(pl.Callback, ABC):
 
     def __init__(self, networks: list[str] | None, every_n_frames: int) -> None:
         self.network_names = networks or ["actor", "critic"]
+        self._all_networks = networks is None
         self.every_n_frames = every_n_frames
         self.interventions: dict[str, Any] = {}
         self.modules: dict[str, nn.Module] = {}
@@ -240,7 +246,8 @@ class _InterventionCallback(pl.Callback, ABC):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         provider = _mask_provider(trainer)
-        for name, (module, index) in _networks(pl_module, self.network_names).items():
+        names = list(pl_module.networks()) if self._all_networks else self.network_names
+        for name, (module, index) in _networks(pl_module, names).items():
             self.interventions[name] = self.build(module, trainer.optimizers[index], provider)
             self.modules[name] = module
             if name in self._pending:
@@ -280,7 +287,7 @@ class ReDoCallback(_InterventionCallback):
     Args:
         every_n_frames: period (5,000 in Todorov et al.).
         tau: dormancy threshold (0.001 in Todorov et al.).
-        networks: which networks.
+        networks: which networks (``None``: all the module's ``networks()``).
 
     Examples:
         >>> from torchrl_sparse.lightning import ReDoCallback
@@ -331,7 +338,7 @@ class ResetCallback(_InterventionCallback):
             task head, wherever LayerNorm or activations sit in the head.
         every_n_frames: period (100,000 in Todorov et al.).
         max_resets: at most this many resets (2 in Todorov et al.).
-        networks: which networks.
+        networks: which networks (``None``: all the module's ``networks()``).
 
     Examples:
         >>> from torchrl_sparse.lightning import ResetCallback
@@ -368,7 +375,7 @@ class ShrinkAndPerturbCallback(_InterventionCallback):
         shrink: weight multiplier.
         perturb: scale of the fresh-initialisation noise.
         every_n_frames: period.
-        networks: which networks.
+        networks: which networks (``None``: all the module's ``networks()``).
 
     Examples:
         >>> from torchrl_sparse.lightning import ShrinkAndPerturbCallback

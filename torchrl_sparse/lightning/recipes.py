@@ -9,7 +9,7 @@ without a logger logs to TensorBoard under ``runs/<recipe path below recipes/>/s
 (relative to the working directory).
 
 :func:`expand_command_line` applies ``--trainer.callbacks.<Name>.<arg> VALUE`` (an argument
-of the recipe's callback of class ``<Name>``) and ``--smoke`` (any PPO or SAC recipe shrunk to
+of the recipe's callback of class ``<Name>``) and ``--smoke`` (any PPO, SAC or DQN recipe shrunk to
 a run of a few thousand frames under ``runs/smoke/``), and drops ``--debug``.
 """
 
@@ -49,6 +49,17 @@ _SMOKE_MODEL_ARGS: dict[str, dict[str, Any]] = {
         "max_episode_steps": 50,
         "eval_every_frames": 1_000,
         "eval_episodes_per_task": 1,
+    },
+    # 32 batches of 64 frames, updates from the first, one evaluation of one episode.
+    "DQN": {
+        "total_frames": 2_048,
+        "frames_per_batch": 64,
+        "learning_starts": 0,
+        "target_update_every_frames": 256,
+        "buffer_size": 4_096,
+        "eps_decay_frames": 1_024,
+        "eval_every_frames": 2_048,
+        "eval_episodes": 1,
     },
 }
 #: Callback arguments ``--smoke`` sets wherever a callback takes them: act at every batch,

@@ -26,18 +26,14 @@ and ``plasticity/``.
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import tempfile
-import weakref
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from torchrl.data import Bounded, LazyMemmapStorage, ReplayBuffer
+from torchrl.data import Bounded, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.storages import Storage
 from torchrl.envs import EnvBase
@@ -46,6 +42,7 @@ from torchrl.objectives import SoftUpdate, ValueEstimators
 from torchrl_sparse.envs import make_metaworld_env, metaworld_task_names
 from torchrl_sparse.lightning.base import MultiTaskRLModule
 from torchrl_sparse.lightning.loader import CollectorLoader
+from torchrl_sparse.lightning.replay import ReplayCheckpointMixin
 from torchrl_sparse.modules import SAC_ARCHITECTURES, make_sac_actor, make_sac_qvalue
 from torchrl_sparse.objectives.multitask_sac import MultiTaskSACLoss
 from torchrl_sparse.objectives.stacked_view import StackedNetworkView
@@ -67,7 +64,6 @@ BUFFER_KEYS = (
     ("next", "terminated"),
     ("next", "truncated"),
 )
-_BUFFER_META = "torchrl_sparse_buffer.json"
 
 
 class TaskStratifiedSampler(Sampler):
@@ -145,7 +141,7 @@ class _WarmupPolicy(TensorDictModuleBase):
         return tensordict
 
 
-class MultiTaskSAC(MultiTaskRLModule):
+class MultiTaskSAC(ReplayCheckpointMixin, MultiTaskRLModule):
     """Multi-task SAC (MT-SAC, MoE or MOORE networks) on MetaWorld MT10/MT50.
 
     Defaults are the papers' (McLean et al. 2025; Todorov et al.): multi-head networks of 3
@@ -325,18 +321,7 @@ class MultiTaskSAC(MultiTaskRLModule):
         self.loss_module.make_value_estimator(ValueEstimators.TD0, gamma=gamma)
         self.target_updater = SoftUpdate(self.loss_module, tau=tau)
         self.action_spec = Bounded(-1.0, 1.0, shape=(ACTION_DIM,))
-        if buffer_scratch_dir is None:
-            # Our own temporary directory rather than TorchRL's auto-cleanup, whose SIGTERM
-            # handler kills the process before Lightning can write its SIGTERM checkpoint.
-            buffer_scratch_dir = tempfile.mkdtemp(prefix="torchrl_sparse_replay_")
-            weakref.finalize(self, shutil.rmtree, buffer_scratch_dir, True)
-        storage = LazyMemmapStorage(
-            buffer_size,
-            ndim=2,
-            scratch_dir=buffer_scratch_dir,
-            existsok=True,  # a resumed run may reuse its scratch directory
-            auto_cleanup=False,
-        )
+        storage = self.make_storage(buffer_size, buffer_scratch_dir, ndim=2)
         self.replay_buffer = ReplayBuffer(
             storage=storage, sampler=TaskStratifiedSampler(), batch_size=batch_size
         )
@@ -344,14 +329,6 @@ class MultiTaskSAC(MultiTaskRLModule):
         self._eval_env: EnvBase | None = None
 
     # ------------------------------------------------------------------ data and optimizers
-    def setup(self, stage: str) -> None:
-        storage = self.replay_buffer.storage
-        configured = self.hparams.buffer_scratch_dir
-        # Ranks share the configured directory but not their buffers; the rank is only known
-        # now, and the lazy storage has not written anything yet.
-        if configured is not None and self.trainer.world_size > 1 and not storage.initialized:
-            storage.scratch_dir = str(Path(configured) / f"rank{self.global_rank}") + "/"
-
     def train_dataloader(self) -> CollectorLoader:
         batches = math.ceil(self.total_frames / self.frames_per_update)
         policy = _WarmupPolicy(
@@ -465,75 +442,6 @@ class MultiTaskSAC(MultiTaskRLModule):
         return self.log_evaluation(
             values, {"episode_success": "success", "episode_return": "episode_return"}
         )
-
-    # ------------------------------------------------------------------ checkpoints
-    def replay_buffer_path(self) -> Path | None:
-        """Directory that checkpoints dump the replay buffer into (``None``: not saved)."""
-        configured = self.hparams.replay_buffer_dir
-        if configured == "":
-            return None
-        if configured is not None:
-            path = Path(configured)
-        else:
-            callback = self.trainer.checkpoint_callback
-            dirpath = getattr(callback, "dirpath", None)
-            root = Path(dirpath) if dirpath else Path(self.trainer.default_root_dir)
-            path = root / "replay_buffer"
-        if self.trainer.world_size > 1:
-            path = path.with_name(f"{path.name}_rank{self.global_rank}")
-        return path.absolute()
-
-    def _dump_replay_buffer(self) -> dict[str, Any] | None:
-        path = self.replay_buffer_path()
-        if path is None or len(self.replay_buffer) == 0:
-            return None
-        # Write next to the destination, then swap it in: a crash mid-dump leaves the previous
-        # buffer (the one the previous checkpoint references) intact.
-        partial = path.with_name(path.name + ".partial")
-        previous = path.with_name(path.name + ".previous")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        self.replay_buffer.dumps(partial)
-        info = {"frames": self.frames, "length": len(self.replay_buffer)}
-        (partial / _BUFFER_META).write_text(json.dumps(info))
-        shutil.rmtree(previous, ignore_errors=True)
-        if path.exists():
-            path.rename(previous)
-        partial.rename(path)
-        shutil.rmtree(previous, ignore_errors=True)
-        return {"path": str(path), **info}
-
-    def _load_replay_buffer(self, info: dict[str, Any]) -> None:
-        path = Path(info["path"])
-        if not (path / _BUFFER_META).is_file():
-            raise FileNotFoundError(
-                f"The checkpoint references a replay buffer at {path}, but there is none: copy "
-                "that directory along with the checkpoint (or resume without the buffer by "
-                "loading the weights only)."
-            )
-        saved = json.loads((path / _BUFFER_META).read_text())
-        if saved["frames"] != info["frames"]:
-            raise ValueError(
-                f"The replay buffer at {path} was written at frame {saved['frames']}, but the "
-                f"checkpoint is at frame {info['frames']}: a later checkpoint overwrote it. "
-                "Resume from the latest checkpoint."
-            )
-        self.replay_buffer.loads(path)
-        if len(self.replay_buffer) != info["length"]:
-            raise ValueError(
-                f"Loaded {len(self.replay_buffer)} transitions from {path}; the checkpoint "
-                f"expects {info['length']}."
-            )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["torchrl_sparse"]["replay_buffer"] = self._dump_replay_buffer()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint["torchrl_sparse"]
-        if state.get("replay_buffer") is not None:
-            self._load_replay_buffer(state["replay_buffer"])
 
     def on_train_end(self) -> None:
         super().on_train_end()

@@ -230,6 +230,9 @@ class SET(SparseMethod):
     Args:
         zeta: fraction of active weights replaced at every update.
         schedule: defaults to an update every 2,000 steps for the whole run.
+        decay: ``"constant"`` (Mocanu et al.) or ``"cosine"``, the drop fraction
+            ``zeta * 0.5 * (1 + cos(pi * t / T_end))`` with ``T_end`` the schedule's end (the
+            mask updater of google-research/rigl's RL configs, used for SET and RigL alike).
 
     Examples:
         >>> import torch
@@ -243,15 +246,30 @@ class SET(SparseMethod):
         (True, 0.5)
     """
 
-    def __init__(self, zeta: float = 0.3, schedule: SparsitySchedule | None = None) -> None:
+    def __init__(
+        self,
+        zeta: float = 0.3,
+        schedule: SparsitySchedule | None = None,
+        decay: Literal["constant", "cosine"] = "constant",
+    ) -> None:
         if not 0.0 < zeta < 1.0:
             raise ValueError(f"zeta must lie in (0, 1), got {zeta!r}.")
+        if decay not in ("constant", "cosine"):
+            raise ValueError(f"Unknown decay {decay!r}; allowed: ['constant', 'cosine'].")
         super().__init__(schedule if schedule is not None else ConstantSchedule(update_every=2000))
         self.zeta = zeta
+        self.decay = decay
+        self._end: int | None = None
+
+    def bind(self, end: int | None) -> None:
+        """Set ``T_end`` (the resolved schedule end) used by the cosine decay."""
+        self._end = end
 
     def drop_fraction(self, step: int) -> float:
         """Fraction of active weights replaced at ``step``."""
-        return self.zeta
+        if self.decay == "constant" or not self._end:
+            return self.zeta
+        return self.zeta * 0.5 * (1.0 + math.cos(math.pi * min(step, self._end) / self._end))
 
     def grow_scores(self, ctx: MethodContext, index: int) -> torch.Tensor:
         """Scores ranking inactive entries for growth: uniform noise."""
@@ -287,6 +305,7 @@ class RigL(SET):
     Args:
         drop_fraction: ``f0``: 0.3 for DQN/PPO, 0.5 for SAC.
         schedule: defaults to an update every 250 steps until 75% of training.
+        decay: ``"cosine"`` (Evci et al.) or ``"constant"``.
 
     Examples:
         >>> import torch
@@ -303,20 +322,13 @@ class RigL(SET):
     needs_dense_grads = True
 
     def __init__(
-        self, drop_fraction: float = 0.3, schedule: SparsitySchedule | None = None
+        self,
+        drop_fraction: float = 0.3,
+        schedule: SparsitySchedule | None = None,
+        decay: Literal["constant", "cosine"] = "cosine",
     ) -> None:
         schedule = schedule if schedule is not None else ConstantSchedule(250, end=0.75)
-        super().__init__(zeta=drop_fraction, schedule=schedule)
-        self._end: int | None = None
-
-    def bind(self, end: int | None) -> None:
-        """Set ``T_end`` (the resolved schedule end) used by the cosine decay."""
-        self._end = end
-
-    def drop_fraction(self, step: int) -> float:
-        if self._end is None:
-            return self.zeta
-        return self.zeta * 0.5 * (1.0 + math.cos(math.pi * min(step, self._end) / self._end))
+        super().__init__(zeta=drop_fraction, schedule=schedule, decay=decay)
 
     def grow_scores(self, ctx: MethodContext, index: int) -> torch.Tensor:
         grad = ctx.dense_grads[index] if ctx.dense_grads else None

@@ -26,7 +26,7 @@ from torch import nn
 
 from torchrl_sparse.sparse.distributions import LayerDistribution, Uniform
 from torchrl_sparse.sparse.masks import num_active
-from torchrl_sparse.sparse.methods import GMP, MethodContext, RigL, SparseMethod
+from torchrl_sparse.sparse.methods import GMP, SET, MethodContext, SparseMethod
 from torchrl_sparse.sparse.schedules import ResolvedSchedule
 from torchrl_sparse.sparse.targets import (
     BiasPolicy,
@@ -197,13 +197,15 @@ class Sparsifier:
         self.schedule: ResolvedSchedule | None = (
             self.method.schedule.resolve(total_steps) if self.method.schedule else None
         )
-        if isinstance(self.method, RigL):
-            self.method.bind(self.schedule.end if self.schedule else None)
+        if isinstance(self.method, SET):  # and RigL: T_end of the cosine drop fraction
+            end = self.schedule.end if self.schedule else None
+            self.method.bind(end if end is not None else total_steps)
         # Removed biases are all-zero and frozen; the method never sees them.
         self._method_indices = [
             i for i, t in enumerate(self.targets) if not (t.kind == "bias" and bias == "remove")
         ]
         self._managed = set(self._method_indices)
+        self._check_budget(bias)
         self.step_count = 0
         self._generator = torch.Generator().manual_seed(seed)
         self._optimizers: list[torch.optim.Optimizer] = []
@@ -465,9 +467,15 @@ class Sparsifier:
             ],
         )
 
-    def _budget(self, step: int) -> tuple[list[int], list[tuple[list[int], int]] | None]:
-        """Active entries per copy of each method target at ``step``, and global budgets."""
-        fraction = self.schedule.fraction(step) if self.schedule is not None else 1.0
+    def _budget(
+        self, step: int, fraction: float | None = None
+    ) -> tuple[list[int], list[tuple[list[int], int]] | None]:
+        """Active entries per copy of each method target at ``step``, and global budgets.
+
+        ``fraction`` (of the groups' final sparsities) replaces the schedule's at ``step``.
+        """
+        if fraction is None:
+            fraction = self.schedule.fraction(step) if self.schedule is not None else 1.0
         managed = [self.targets[i] for i in self._method_indices]
         density_of_layer: dict[str, float] = {}
         global_groups: list[tuple[list[int], int]] = []
@@ -483,6 +491,25 @@ class Sparsifier:
             global_groups.append((members, round((1.0 - sparsity) * total)))
         counts = [num_active(density_of_layer[t.layer], t.unit_numel) for t in managed]
         return counts, global_groups if self.scope == "global" else None
+
+    def _check_budget(self, bias: BiasPolicy) -> None:
+        """Refuse settings that cannot be trained, before anything is masked."""
+        if bias == "remove" and not any(t.kind == "bias" for t in self.targets):
+            raise ValueError(
+                "bias='remove' but none of the selected layers has a bias (the network was "
+                "built without biases): use bias='dense', or build the network with biases."
+            )
+        counts, _ = self._budget(0, fraction=1.0)
+        managed = [self.targets[i] for i in self._method_indices]
+        for target, count in zip(managed, counts, strict=True):
+            if target.kind == "weight" and count == 0:
+                sparsity = self.groups[target.group].sparsity
+                raise ValueError(
+                    f"At sparsity {sparsity} ({type(self.distribution).__name__} layer "
+                    f"densities), layer {target.layer!r} ({target.unit_numel} weights) would keep "
+                    "no connection: lower the sparsity, use another distribution (ERK keeps "
+                    "small layers denser) or exclude the layer."
+                )
 
     def _validated(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
         managed = [self.targets[i] for i in self._method_indices]
