@@ -4,7 +4,9 @@
   :mod:`torchrl_sparse.lightning.cli`);
 - ``torchrl-sparse evaluate RUN``: evaluate a checkpoint (:mod:`torchrl_sparse.lightning.evaluate`);
 - ``torchrl-sparse sweep RECIPES``: every condition x seed (:mod:`torchrl_sparse.experiments`);
-- ``torchrl-sparse report RUNS --out DIR``: tables and figures (:mod:`torchrl_sparse.report`).
+- ``torchrl-sparse report RUNS --out DIR``: tables and figures (:mod:`torchrl_sparse.report`);
+- ``torchrl-sparse lottery --task ID``: the lottery-ticket study, RL vs behaviour cloning
+  (:mod:`torchrl_sparse.lottery`).
 
 Each command's module is imported only when it runs, so ``report`` does not wait for
 Lightning and ``sweep`` does not import torch before it forks its runs.
@@ -24,6 +26,7 @@ COMMANDS = {
     "evaluate": ("torchrl_sparse.lightning.evaluate", "main"),
     "sweep": ("torchrl_sparse.experiments.cli", "main"),
     "report": ("torchrl_sparse.report.cli", "main"),
+    "lottery": ("torchrl_sparse.lottery.cli", "main"),
 }
 
 

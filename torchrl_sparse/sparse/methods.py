@@ -165,7 +165,12 @@ class SparseMethod(ABC):
 
 
 class StaticSparse(SparseMethod):
-    """A random sparse topology drawn once and kept (the static-sparsity baseline).
+    """A fixed sparse topology: random (the static-sparsity baseline) or given, then kept.
+
+    Args:
+        masks: ``{target name: boolean mask}`` to train with a given topology (e.g. a lottery
+            ticket's); every target must have one, of its shape. ``None`` draws a random
+            topology at the groups' sparsities (per the layer distribution).
 
     Examples:
         >>> import torch
@@ -174,13 +179,30 @@ class StaticSparse(SparseMethod):
         >>> sparsifier = Sparsifier(net, {"*": 0.5}, method=StaticSparse())
         >>> sparsifier.stats()["sparsity/total"]
         0.5
+
+        A given topology (the group's sparsity is then only checked, not used):
+
+        >>> given = {"0.weight": torch.eye(8).bool(), "2.weight": torch.ones(2, 8).bool()}
+        >>> sparsifier = Sparsifier(net, {"*": 0.0}, method=StaticSparse(masks=given))
+        >>> int(sparsifier.masks[0].sum()), int((net[0].weight != 0).sum())
+        (8, 8)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, masks: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__(schedule=None)
+        self.masks = masks
 
     def init_masks(self, ctx: MethodContext) -> list[torch.Tensor]:
-        return _random_masks(ctx)
+        if self.masks is None:
+            return _random_masks(ctx)
+        names = [t.name for t in ctx.targets]
+        if set(names) != set(self.masks):
+            raise ValueError(
+                f"StaticSparse(masks=...) needs one mask per target: missing "
+                f"{sorted(set(names) - set(self.masks))}, unknown "
+                f"{sorted(set(self.masks) - set(names))}."
+            )
+        return [self.masks[name].to(torch.bool).clone() for name in names]
 
     def update_masks(self, ctx: MethodContext) -> list[torch.Tensor]:
         return [m.clone() for m in ctx.masks]
