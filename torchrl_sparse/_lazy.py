@@ -12,6 +12,8 @@ _EXTRAS = {
     "mujoco": "metaworld",
     "minigrid": "minigrid",
     "gymnasium": "minigrid",
+    "ale_py": "atari",
+    "minatar": "minatar",
     "lightning": "cli",
     "jsonargparse": "cli",
     "tensorboard": "cli",

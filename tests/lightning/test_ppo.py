@@ -18,7 +18,20 @@ from torchrl_sparse.lightning.figures import read_scalars
 from .conftest import REPO, run_cli, write_recipe
 
 RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes").rglob("*.yaml"))
-CONDITIONS = [r for r in RECIPES if "/_" not in r and not r.startswith("recipes/_")]
+# The DQN grid repeats 34 conditions per game (tests/lightning/test_dqn_recipes.py loads every
+# file): one game per suite goes through the CLI here.
+DQN_SAMPLE = (
+    "recipes/dqn/minatar/breakout/",
+    "recipes/dqn/atari/pong/dense",
+    "recipes/dqn/atari/pong/gmp_0.99_nobias",
+)
+CONDITIONS = [
+    r
+    for r in RECIPES
+    if "/_" not in r
+    and not r.startswith("recipes/_")
+    and (not r.startswith("recipes/dqn/") or r.startswith(DQN_SAMPLE))
+]
 
 
 def test_recipe_tree_covers_the_papers() -> None:
@@ -38,7 +51,7 @@ def test_every_recipe_parses(recipe: str, monkeypatch: pytest.MonkeyPatch) -> No
     with contextlib.redirect_stdout(output), pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", recipe, "--print_config"])
     assert exit_info.value.code in (0, None)
-    assert "class_path: torchrl_sparse.lightning.MultiTask" in output.getvalue()
+    assert "class_path: torchrl_sparse.lightning." in output.getvalue()
 
 
 @pytest.mark.parametrize(

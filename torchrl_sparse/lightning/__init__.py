@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 from torchrl_sparse._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from torchrl_sparse.lightning.bc import BehaviourCloning
     from torchrl_sparse.lightning.callbacks import (
         FrameCheckpoint,
         SparsityCallback,
         SummaryFigure,
     )
+    from torchrl_sparse.lightning.control import PPO
     from torchrl_sparse.lightning.dqn import DQN
     from torchrl_sparse.lightning.loader import CollectorLoader
     from torchrl_sparse.lightning.plasticity import (
@@ -28,11 +30,13 @@ if TYPE_CHECKING:
     from torchrl_sparse.lightning.sac import MultiTaskSAC
 
 _SUBMODULE = {
+    "BehaviourCloning": "bc",
     "CollectorLoader": "loader",
     "DQN": "dqn",
     "FrameCheckpoint": "callbacks",
     "MultiTaskPPO": "ppo",
     "MultiTaskSAC": "sac",
+    "PPO": "control",
     "PlasticityMonitorCallback": "plasticity",
     "ReDoCallback": "plasticity",
     "ResetCallback": "plasticity",
@@ -43,6 +47,8 @@ _SUBMODULE = {
 
 __all__ = [
     "DQN",
+    "PPO",
+    "BehaviourCloning",
     "CollectorLoader",
     "FrameCheckpoint",
     "MultiTaskPPO",

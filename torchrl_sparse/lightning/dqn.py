@@ -107,7 +107,8 @@ class DQN(ReplayCheckpointMixin, MultiTaskRLModule):
         max_grad_norm: gradient clipping (``None``: none).
         game_kwargs: extra keyword arguments of the environment factory
             (:func:`~torchrl_sparse.envs.make_minatar_env` or
-            :func:`~torchrl_sparse.envs.make_atari_env`), e.g. ``{"sticky_action_prob": 0}``.
+            :func:`~torchrl_sparse.envs.make_atari_env`), e.g. ``{"sticky_action_prob": 0}`` on
+            MinAtar or ``{"repeat_action_probability": 0.0}`` on Atari.
         eval_every_frames: evaluation period (``0`` disables evaluation).
         eval_episodes: evaluation episodes.
         eval_epsilon: exploration rate in evaluation (Dopamine's 0.001; 0 is greedy).

@@ -61,6 +61,15 @@ _SMOKE_MODEL_ARGS: dict[str, dict[str, Any]] = {
         "eval_every_frames": 2_048,
         "eval_episodes": 1,
     },
+    # Control tasks: 4 batches of 512 frames, 2 epochs each, one evaluation of 2 episodes.
+    "PPO": {
+        "total_frames": 2_048,
+        "frames_per_batch": 512,
+        "epochs": 2,
+        "minibatch_size": 128,
+        "eval_every_frames": 2_048,
+        "eval_episodes": 2,
+    },
 }
 #: Callback arguments ``--smoke`` sets wherever a callback takes them: act at every batch,
 #: measure plasticity on smaller samples.

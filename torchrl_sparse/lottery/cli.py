@@ -84,11 +84,17 @@ def _options(pairs: list[str]) -> dict[str, object]:
 
 
 def _run_one(study_dict: dict, seed: int, threads: int) -> int:
+    import logging
+    import warnings
+
     import torch
 
     from torchrl_sparse.lottery.study import LotteryStudy, run_seed
 
     torch.set_num_threads(threads)
+    # Dozens of short trainings: keep Lightning's per-fit banners out of the study's log.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
     run_seed(LotteryStudy(**study_dict), seed)
     return seed
 

@@ -66,9 +66,10 @@ def _curves(
     for row in rows:
         by_point[row["paradigm"], row["condition"], row["round"]].append(row)
     # Round 0 (dense) is every condition's starting point.
+    conditions = {row["condition"] for row in rows}
     for (paradigm, condition, round_index), group in list(by_point.items()):
         if round_index == 0 and condition == "ticket":
-            for other in CONDITIONS[1:]:
+            for other in conditions - {"ticket"}:
                 by_point.setdefault((paradigm, other, 0), group)
     curves: dict[tuple[str, str], list] = defaultdict(list)
     for (paradigm, condition, round_index), group in sorted(by_point.items()):
@@ -158,8 +159,10 @@ def write_report(task_dir: str | Path, break_fraction: float = 0.9) -> Path:
     _input_masks(task_dir, task, paradigms, out, plt)
 
     summary = [f"# Lottery study: {task}", ""]
+    from torchrl_sparse.imitation import METADATA_FILE
+
     experts = [
-        json.loads(p.read_text()) for p in sorted(task_dir.glob("seed*/expert/metadata.json"))
+        json.loads(p.read_text()) for p in sorted(task_dir.glob(f"seed*/expert/{METADATA_FILE}"))
     ]
     if experts:
         returns = [e.get("expert_return") for e in experts]

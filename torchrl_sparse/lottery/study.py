@@ -312,26 +312,25 @@ def _train(
     from torchrl_sparse.lightning.control import PPO, evaluate_policy
     from torchrl_sparse.lottery.callbacks import HoldMasks, SnapshotAtStep
 
+    # The study scores every training itself (below): no evaluation inside the trainings.
     if paradigm == "rl":
         module = PPO(
+            **{"eval_every_frames": 0, **study.ppo},
             env_id=study.task,
             hidden_sizes=list(study.hidden_sizes),
             total_frames=study.rl_frames,
-            eval_every_frames=0,
             seed=seed,
-            **study.ppo,
         )
         epochs = 1
     else:
         from torchrl_sparse.lightning.bc import BehaviourCloning
 
         module = BehaviourCloning(
+            **{"eval_episodes": 0, **study.bc},
             env_id=study.task,
             dataset_dir=str(seed_dir(study, seed) / "expert"),
             hidden_sizes=list(study.hidden_sizes),
-            eval_every_epochs=study.bc_epochs + 1,  # scored below, once
             seed=seed,
-            **study.bc,
         )
         epochs = study.bc_epochs
     module.policy_network.load_state_dict(start)
@@ -354,12 +353,13 @@ def _train(
 
 def _ensure_expert(study: LotteryStudy, seed: int, directory: Path, log: Any) -> None:
     """The BC dataset: greedy actions of the trained dense RL agent (round 0's ticket)."""
+    from torchrl_sparse.imitation import METADATA_FILE, collect_expert_dataset
+
     expert_dir = directory / "expert"
-    if (expert_dir / "metadata.json").exists():
+    if (expert_dir / METADATA_FILE).exists():
         return
     from torchrl.envs import GymEnv
 
-    from torchrl_sparse.imitation import collect_expert_dataset
     from torchrl_sparse.lightning.control import PPO
 
     module = PPO(env_id=study.task, hidden_sizes=list(study.hidden_sizes), seed=seed, **study.ppo)
