@@ -87,6 +87,7 @@ def _run_one(study_dict: dict, seed: int, threads: int) -> int:
     import logging
     import warnings
 
+    import lightning.pytorch  # noqa: F401 - sets its logger's level on import: before ours
     import torch
 
     from torchrl_sparse.lottery.study import LotteryStudy, run_seed
