@@ -14,9 +14,9 @@ stopped (Ctrl-C exits 130). Bad settings are one ``error:`` line and exit 2, bef
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 __all__ = ["main"]
@@ -100,6 +100,10 @@ def _run_one(study_dict: dict, seed: int, threads: int) -> int:
     return seed
 
 
+def _run_star(work: tuple[dict, int, int]) -> int:
+    return _run_one(*work)
+
+
 def main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -146,17 +150,19 @@ def main(argv: list[str]) -> int:
         # Worker processes inherit the thread limits: set them before they start.
         os.environ.update(thread_environment(args.threads_per_job))
         print(f"[lottery] {args.task}: seeds {seeds}, {jobs} at a time; writing {task_dir}")
+        pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(seeds)))
         try:
-            with ProcessPoolExecutor(max_workers=min(jobs, len(seeds))) as pool:
-                futures = [
-                    pool.submit(_run_one, study.to_dict(), seed, args.threads_per_job)
-                    for seed in seeds
-                ]
-                for future in futures:
-                    future.result()
+            work = [(study.to_dict(), seed, args.threads_per_job) for seed in seeds]
+            for _ in pool.imap_unordered(_run_star, work):
+                pass
+            pool.close()
         except KeyboardInterrupt:
+            # Only the training in flight is lost: every finished one is on disk.
+            pool.terminate()
             print("[lottery] interrupted: finished trainings are saved; re-run to resume.")
             return 130
+        finally:
+            pool.join()
     try:
         report = write_report(task_dir)
     except FileNotFoundError as error:
