@@ -120,6 +120,8 @@ def test_report_tables_and_figures(study_dir) -> None:
         (["--paradigms", "bc"], "paradigm 'bc' clones the round-0 RL agent: include 'rl' too."),
         (["--conditions", "permuted_mask"], "conditions must include 'ticket'"),
         (["--seeds", "a-b"], "--seeds 'a-b': give '0-2' or '0,3,5'"),
+        (["--ppo", "learning_rate=0.1"], "Unknown ppo option(s) ['learning_rate']; allowed: "),
+        (["--ppo", "lr=-1e-3"], "lr"),
     ],
 )
 def test_bad_settings_are_one_line_errors(args: list[str], message: str, tmp_path: Path) -> None:
@@ -130,3 +132,30 @@ def test_bad_settings_are_one_line_errors(args: list[str], message: str, tmp_pat
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_break_sparsity_handles_negative_returns() -> None:
+    from torchrl_sparse.lottery.report import _break_sparsity
+
+    # (round, sparsity, IQM, low, high, seeds): a ticket equal to a negative dense return holds.
+    points = [(0, 0.0, -80.0, None, None, 3), (1, 0.2, -80.0, None, None, 3),
+              (2, 0.36, -95.0, None, None, 3)]  # fmt: skip
+    assert _break_sparsity(points, 0.9) == 0.36
+    positive = [(0, 0.0, 500.0, None, None, 3), (1, 0.2, 460.0, None, None, 3)]
+    assert _break_sparsity(positive, 0.9) is None
+
+
+def test_report_refuses_to_pool_seeds_run_with_other_settings(study_dir, tmp_path: Path) -> None:
+    import shutil
+
+    from torchrl_sparse.lottery.report import write_report
+
+    _, directory, _ = study_dir
+    task_dir = tmp_path / "CartPole-v1"
+    shutil.copytree(directory, task_dir / "seed0")
+    shutil.copytree(directory, task_dir / "seed1")
+    settings = json.loads((task_dir / "seed1" / "study.json").read_text())
+    settings["rl_frames"] = 99
+    (task_dir / "seed1" / "study.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=r"other settings \(\['rl_frames'\]\)"):
+        write_report(task_dir)

@@ -261,6 +261,7 @@ class DQN(ReplayCheckpointMixin, MultiTaskRLModule):
         )
         self.observation_keys = ("observation",)
         self._eval_env: EnvBase | None = None
+        self._resumed_atari = False
 
     @property
     def benchmark(self) -> str:  # type: ignore[override]
@@ -337,6 +338,11 @@ class DQN(ReplayCheckpointMixin, MultiTaskRLModule):
             {"episode_return": "episode_return", "episode_length": "episode_length"},
             end_key=("next", "game_over") if ("next", "game_over") in batch.keys(True) else None,
         )
+        if self._resumed_atari:
+            # The Atari emulators cannot be restored: the first step after a resume ends every
+            # game as truncated (see AtariMultiGameEnv). It is not a transition: not stored.
+            self._resumed_atari = False
+            batch = batch[..., 1:]
         stored = batch.reshape(-1).select(*BUFFER_KEYS).detach()
         # 0/1 channels and pixels are exact in uint8: 4x less memory than float.
         stored["observation"] = stored["observation"].to(torch.uint8)
@@ -361,7 +367,8 @@ class DQN(ReplayCheckpointMixin, MultiTaskRLModule):
             optimizer.step()
             self.updates += 1
             losses.setdefault("td_loss", []).append(loss_td["loss"].detach())
-            if crossed_multiple(frame - h.update_every_frames, frame, h.target_update_every_frames):
+            previous = frame - h.update_every_frames * self.trainer.world_size
+            if crossed_multiple(previous, frame, h.target_update_every_frames):
                 self.target_updater.step()
         scalars = {
             "charts/epsilon": self.epsilon(batch_start),
@@ -424,6 +431,7 @@ class DQN(ReplayCheckpointMixin, MultiTaskRLModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self.updates = checkpoint["torchrl_sparse"]["updates"]
+        self._resumed_atari = self.hparams.suite == "atari"
 
     def on_train_end(self) -> None:
         super().on_train_end()

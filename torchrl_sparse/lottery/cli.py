@@ -71,15 +71,25 @@ def _seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
-def _options(pairs: list[str]) -> dict[str, object]:
+def _value(text: str) -> object:
+    # YAML 1.1 reads "1e-3" as a string: numbers first.
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
     import yaml
 
+    return yaml.safe_load(text)
+
+
+def _options(pairs: list[str]) -> dict[str, object]:
     options: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"{pair!r} is not KEY=VALUE")
-        options[key] = yaml.safe_load(value)
+        options[key] = _value(value)
     return options
 
 

@@ -76,14 +76,31 @@ def _curves(
         values = [r["return"] for r in sorted(group, key=lambda r: r["seed"])]
         point, low, high = _estimate(values, f"{paradigm}/{condition}/{round_index}")
         mean_sparsity = float(np.mean([r["sparsity"] for r in group]))
-        curves[paradigm, condition].append((round_index, mean_sparsity, point, low, high))
+        curves[paradigm, condition].append(
+            (round_index, mean_sparsity, point, low, high, len(values))
+        )
     return curves
 
 
+def _check_same_settings(task_dir: Path) -> None:
+    from torchrl_sparse.lottery.study import differing_settings
+
+    studies = {p.parent.name: json.loads(p.read_text()) for p in task_dir.glob("seed*/study.json")}
+    names = sorted(studies)
+    for name in names[1:]:
+        differing = differing_settings(studies[names[0]], studies[name])
+        if differing:
+            raise ValueError(
+                f"{task_dir}/{names[0]} and {name} were run with other settings ({differing}): "
+                "their results cannot be pooled; report them from separate --out folders."
+            )
+
+
 def _break_sparsity(points: list, fraction: float) -> float | None:
+    # Relative to |dense|, so that negative returns (Acrobot, Pendulum) are handled too.
     dense = next(p for p in points if p[0] == 0)[2]
     for round_index, sparsity, point, *_ in points:
-        if round_index > 0 and point < fraction * dense:
+        if round_index > 0 and point < dense - (1.0 - fraction) * abs(dense):
             return sparsity
     return None
 
@@ -100,14 +117,21 @@ def write_report(task_dir: str | Path, break_fraction: float = 0.9) -> Path:
     out = task_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows = collect_results(task_dir)
+    _check_same_settings(task_dir)
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
 
     curves = _curves(rows)
+    seeds = len({row["seed"] for row in rows})
     paradigms = sorted({p for p, _ in curves}, key=["rl", "bc"].index)
-    lines = [f"# {task}: IQM return over seeds [95% CI] per sparsity", ""]
+    lines = [
+        f"# {task}: IQM return over {seeds} seeds [95% CI] per sparsity",
+        "",
+        "(n=k): only k seeds have finished this training so far; the figure leaves it out.",
+        "",
+    ]
     for paradigm in paradigms:
         lines += [f"## {paradigm.upper()}", "", "| round | sparsity | " + " | ".join(
             c for c in CONDITIONS if (paradigm, c) in curves) + " |"]  # fmt: skip
@@ -123,10 +147,13 @@ def write_report(task_dir: str | Path, break_fraction: float = 0.9) -> Path:
                 point = by_round[round_index].get(condition)
                 if point is None:
                     cells.append("")
-                elif point[3] is None:
-                    cells.append(f"{point[2]:.1f}")
-                else:
-                    cells.append(f"{point[2]:.1f} [{point[3]:.1f}, {point[4]:.1f}]")
+                    continue
+                cell = f"{point[2]:.1f}"
+                if point[3] is not None:
+                    cell += f" [{point[3]:.1f}, {point[4]:.1f}]"
+                if point[5] < seeds:
+                    cell += f" (n={point[5]})"  # seeds still running
+                cells.append(cell)
             sparsity = next(iter(by_round[round_index].values()))[1]
             lines.append(f"| {round_index} | {sparsity:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -136,7 +163,7 @@ def write_report(task_dir: str | Path, break_fraction: float = 0.9) -> Path:
     fig, axes = plt.subplots(1, len(paradigms), figsize=(6.9, 2.8), sharey=True, squeeze=False)
     for ax, paradigm in zip(axes[0], paradigms, strict=True):
         for condition in CONDITIONS:
-            points = curves.get((paradigm, condition))
+            points = [p for p in curves.get((paradigm, condition), []) if p[5] == seeds]
             if not points:
                 continue
             x = [1.0 - p[1] for p in points]

@@ -45,7 +45,7 @@ from torchrl_sparse.lottery.tickets import (
     sparsity,
 )
 
-__all__ = ["PARADIGMS", "LotteryStudy", "run_seed", "seed_dir"]
+__all__ = ["PARADIGMS", "LotteryStudy", "differing_settings", "run_seed", "seed_dir"]
 
 PARADIGMS = ("rl", "bc")
 """Reinforcement learning (PPO) and behaviour cloning of the round-0 RL expert."""
@@ -133,6 +133,22 @@ class LotteryStudy:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
         if self.rewind_step < 0:
             raise ValueError(f"rewind_step must be >= 0, got {self.rewind_step!r}.")
+        from torchrl_sparse.lightning.bc import BehaviourCloning
+        from torchrl_sparse.lightning.control import PPO
+
+        for name, options, cls, set_here in (
+            ("ppo", self.ppo, PPO, {"env_id", "hidden_sizes", "total_frames", "seed"}),
+            ("bc", self.bc, BehaviourCloning, {"env_id", "dataset_dir", "hidden_sizes", "seed"}),
+        ):
+            allowed = set(_signature(cls)) - {"self"} - set_here
+            unknown = sorted(set(options) - allowed)
+            if unknown:
+                raise ValueError(
+                    f"Unknown {name} option(s) {unknown}; allowed: {sorted(allowed)} (the study "
+                    f"sets {sorted(set_here)} itself)."
+                )
+        # Builds the environment and networks once: any bad PPO value fails here, not in a worker.
+        PPO(env_id=self.task, hidden_sizes=list(self.hidden_sizes), **self.ppo)
         for paradigm in self.paradigms:
             steps = self.optimizer_steps(paradigm)
             if self.rewind_step > steps:
@@ -185,9 +201,8 @@ def _check_resumable(study: LotteryStudy, directory: Path) -> None:
         write_json(path, study.to_dict())
         return
     recorded = json.loads(path.read_text())
-    current = study.to_dict()
-    # More rounds may be added to a finished or interrupted study; nothing else may change.
-    differing = sorted(k for k in current if k != "rounds" and recorded.get(k) != current[k])
+    current = json.loads(json.dumps(study.to_dict()))  # tuples -> lists, as recorded
+    differing = differing_settings(recorded, current)
     if differing:
         details = ", ".join(f"{k}: {recorded.get(k)!r} -> {current[k]!r}" for k in differing)
         raise ValueError(
@@ -196,6 +211,21 @@ def _check_resumable(study: LotteryStudy, directory: Path) -> None:
         )
     if current["rounds"] != recorded["rounds"]:
         write_json(path, current)
+
+
+def differing_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Settings that differ between two studies' ``study.json``.
+
+    More ``rounds`` may be added to a study, and the same study may be reached by another path
+    (``out``); nothing else may change.
+
+    Examples:
+        >>> differing_settings({"rounds": 8, "out": "a", "scope": "layer"},
+        ...                    {"rounds": 9, "out": "b", "scope": "global"})
+        ['scope']
+    """
+    keys = (set(recorded) | set(current)) - {"rounds", "out"}
+    return sorted(k for k in keys if recorded.get(k) != current.get(k))
 
 
 def run_seed(study: LotteryStudy, seed: int, log: Any = print) -> Path:
@@ -262,7 +292,13 @@ def _train_round(
         masks, weights = condition_weights(
             rewind_to, ticket_masks, condition, generator, rescale=study.rescale and round_index > 0
         )
-        start = {**rewind_to, **weights}
+        # A fresh initialisation renews every parameter, biases and log-std included.
+        base = (
+            _initial_policy(study, int(torch.randint(2**31, (1,), generator=generator)))
+            if condition == "random_reinit"
+            else rewind_to
+        )
+        start = {**base, **weights}
         clock = time.perf_counter()
         score, trained, snapshot = _train(study, seed, paradigm, start, masks, folder / condition)
         if condition == "ticket":  # the next round prunes it; round 0's is the BC expert
