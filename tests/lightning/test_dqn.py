@@ -151,6 +151,7 @@ def test_tiny_fit_logs_against_frames(runs: Runs) -> None:
     assert summary["algorithm"] == "DQN" and summary["benchmark"] == "minatar"
     assert summary["metric"] == "episode_return" and summary["tasks"] == ["Breakout"]
     assert summary["arch"] == "minatar" and summary["finished"]
+    assert summary["suite"] == "Breakout"  # reports group DQN runs by game
 
 
 def test_target_network_shares_masks_and_follows_hard_copies(runs: Runs) -> None:

@@ -112,7 +112,8 @@ def summarize_module(
         ('dense', 0.5, False)
     """
     hparams = dict(module.hparams)
-    suite = hparams.get("suite")
+    # Single-task modules name their task set (a game, an env id): reports compare within it.
+    suite = getattr(module, "suite_name", None) or hparams.get("suite")
     metric = module.eval_metric
     final_eval = {
         task: module.latest[f"charts/eval/{metric}/{task}"]

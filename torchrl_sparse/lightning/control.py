@@ -404,6 +404,11 @@ class PPO(MultiTaskRLModule):
         ]
         return torch.optim.Adam(params, lr=self.hparams.lr, eps=1e-5, fused=True)
 
+    @property
+    def suite_name(self) -> str:
+        """The task set run summaries and reports group by: the environment id."""
+        return self.hparams.env_id
+
     def networks(self) -> dict[str, tuple[torch.nn.Module, int]]:
         """The policy network (``"actor"``), trained by the only optimizer."""
         return {"actor": (self.policy_network, 0)}

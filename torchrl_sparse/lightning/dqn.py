@@ -267,6 +267,11 @@ class DQN(ReplayCheckpointMixin, MultiTaskRLModule):
     def benchmark(self) -> str:  # type: ignore[override]
         return self.hparams.suite
 
+    @property
+    def suite_name(self) -> str:
+        """The task set run summaries and reports group by: the game."""
+        return self.hparams.game
+
     def _make_env(self, num_envs: int, seed: int | None) -> EnvBase:
         kwargs = dict(self.hparams.game_kwargs or {})
         suite, game = self.hparams.suite, self.hparams.game

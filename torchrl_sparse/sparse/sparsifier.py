@@ -205,8 +205,8 @@ class Sparsifier:
             i for i, t in enumerate(self.targets) if not (t.kind == "bias" and bias == "remove")
         ]
         self._managed = set(self._method_indices)
-        self._check_budget(bias)
         self.step_count = 0
+        self._check_budget(bias)
         self._generator = torch.Generator().manual_seed(seed)
         self._optimizers: list[torch.optim.Optimizer] = []
         self._handles: list[Any] = []
@@ -499,6 +499,8 @@ class Sparsifier:
                 "bias='remove' but none of the selected layers has a bias (the network was "
                 "built without biases): use bias='dense', or build the network with biases."
             )
+        if self.scope == "global":  # ranked across layers: no per-layer count to check
+            return
         counts, _ = self._budget(0, fraction=1.0)
         managed = [self.targets[i] for i in self._method_indices]
         for target, count in zip(managed, counts, strict=True):
