@@ -192,8 +192,11 @@ def write_report(task_dir: str | Path, break_fraction: float = 0.9) -> Path:
         json.loads(p.read_text()) for p in sorted(task_dir.glob(f"seed*/expert/{METADATA_FILE}"))
     ]
     if experts:
-        returns = [e.get("expert_return") for e in experts]
-        summary.append(f"Expert (dense RL agent, greedy) returns per seed: {returns}.")
+        returns = ", ".join(
+            "n/a" if e.get("expert_return") is None else f"{e['expert_return']:.1f}"
+            for e in experts
+        )
+        summary.append(f"Expert (dense RL agent, greedy) mean return per seed: {returns}.")
         summary.append("")
     for paradigm in paradigms:
         broken = _break_sparsity(curves[paradigm, "ticket"], break_fraction)

@@ -11,6 +11,7 @@ from torchrl_sparse.modules.builders import (
     make_sac_network,
     make_sac_qvalue,
 )
+from torchrl_sparse.modules.control import ControlPolicy, make_control_actor
 from torchrl_sparse.modules.encoders import MLP, MiniGridCNN
 from torchrl_sparse.modules.heads import MultiHead, task_onehot
 from torchrl_sparse.modules.mixture import MOORE, MixtureOfExperts, MoE, gram_schmidt
@@ -31,6 +32,7 @@ __all__ = [
     "MOORE",
     "QNETWORKS",
     "SAC_ARCHITECTURES",
+    "ControlPolicy",
     "MinAtarQNetwork",
     "MiniGridCNN",
     "MixtureOfExperts",
@@ -41,6 +43,7 @@ __all__ = [
     "TaskTemperature",
     "count_parameters",
     "gram_schmidt",
+    "make_control_actor",
     "make_minigrid_network",
     "make_ppo_actor",
     "make_ppo_critic",
