@@ -166,15 +166,13 @@ def write_report(task_dir: str | Path, break_fraction: float = 0.9) -> Path:
             points = [p for p in curves.get((paradigm, condition), []) if p[5] == seeds]
             if not points:
                 continue
-            x = [1.0 - p[1] for p in points]
+            x = [p[1] for p in points]
             y = [p[2] for p in points]
             ax.plot(x, y, styles[condition], color="black", markersize=3, label=condition)
             if all(p[3] is not None for p in points):
                 ax.fill_between(x, [p[3] for p in points], [p[4] for p in points], alpha=0.12,
                                 color="black")  # fmt: skip
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel("remaining weights (fraction, log scale)")
+        ax.set_xlabel("sparsity of the policy network")
         ax.set_title({"rl": "RL (PPO)", "bc": "behaviour cloning"}[paradigm])
     axes[0][0].set_ylabel(f"{task} return (IQM over seeds)")
     axes[0][-1].legend(fontsize=7)
