@@ -75,6 +75,7 @@ class TaskStratifiedSampler(Sampler):
 
     Examples:
         >>> from tensordict import TensorDict
+        >>> from torchrl.data import LazyMemmapStorage
         >>> rb = ReplayBuffer(
         ...     storage=LazyMemmapStorage(40, ndim=2),
         ...     sampler=TaskStratifiedSampler(),

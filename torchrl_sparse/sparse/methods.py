@@ -182,6 +182,7 @@ class StaticSparse(SparseMethod):
 
         A given topology (the group's sparsity is then only checked, not used):
 
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
         >>> given = {"0.weight": torch.eye(8).bool(), "2.weight": torch.ones(2, 8).bool()}
         >>> sparsifier = Sparsifier(net, {"*": 0.0}, method=StaticSparse(masks=given))
         >>> int(sparsifier.masks[0].sum()), int((net[0].weight != 0).sum())
