@@ -159,3 +159,19 @@ def test_report_refuses_to_pool_seeds_run_with_other_settings(study_dir, tmp_pat
     (task_dir / "seed1" / "study.json").write_text(json.dumps(settings))
     with pytest.raises(ValueError, match=r"other settings \(\['rl_frames'\]\)"):
         write_report(task_dir)
+
+
+def test_a_minatar_game_runs_with_its_grid_flattened(tmp_path: Path) -> None:
+    from torchrl_sparse.lottery.report import write_report
+
+    study = LotteryStudy(
+        "MinAtar/Breakout-v1",
+        out=str(tmp_path),
+        **{**TINY, "rounds": 1, "conditions": ("ticket", "random_reinit")},
+    )
+    directory = run_seed(study, 0, log=lambda line: None)
+    masks = torch.load(directory / "bc" / "round1" / "masks.pt")
+    assert masks["encoder.0.weight"].shape == (16, 400)  # 10 x 10 x 4 channels, flattened
+    assert json.loads((directory / "rl" / "round1" / "ticket.json").read_text())["return"] >= 0
+    report = write_report(directory.parent)
+    assert "of 400)" in (report / "input_masks.md").read_text()

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, TensorDataset
 from torchrl.data import Categorical, OneHot
-from torchrl.envs import GymEnv
+from torchrl.envs import GymWrapper
 
 from torchrl_sparse.imitation.dataset import METADATA_FILE, ExpertDataset
 from torchrl_sparse.lightning.control import evaluate_policy
@@ -45,14 +45,16 @@ ACTION_MARGIN = 1e-3
 the Gaussian loss inverts the tanh (a saturated action has no finite log-likelihood)."""
 
 
-def make_gym_env(env_id: str) -> GymEnv:
+def make_gym_env(env_id: str) -> GymWrapper:
     """The environment :class:`BehaviourCloning` clones and evaluates in (integer actions).
 
     Raises:
         ValueError: if gymnasium does not know ``env_id``.
     """
+    from torchrl_sparse.lightning.control import gym_make
+
     try:
-        return GymEnv(env_id, categorical_action_encoding=True)
+        return GymWrapper(gym_make(env_id), categorical_action_encoding=True)
     except Exception as error:  # gymnasium's NameNotFound, VersionNotFound, ...
         raise ValueError(f"Cannot make the environment {env_id!r}: {error}") from error
 
@@ -60,7 +62,7 @@ def make_gym_env(env_id: str) -> GymEnv:
 class BehaviourCloning(pl.LightningModule):
     """Behaviour cloning of an expert dataset into the PPO actor's network, on a gym control task.
 
-    The environment (``GymEnv(env_id, categorical_action_encoding=True)``) gives the specs:
+    The environment (:func:`make_gym_env`: integer actions, MinAtar grids flattened) gives the specs:
     the dataset (written by :func:`~torchrl_sparse.imitation.collect_expert_dataset` in an
     environment with the same specs) is checked against them before anything trains.
     ``policy_network`` is a :class:`~torchrl_sparse.modules.control.ControlPolicy` and

@@ -67,6 +67,27 @@ DIAGNOSTICS = ("entropy", "kl_approx", "clip_fraction")
 
 
 # ---------------------------------------------------------------------------------- environments
+def gym_make(env_id: str) -> Any:
+    """``gymnasium.make(env_id)``; MinAtar ids (``"MinAtar/Breakout-v1"``) are registered and
+    their boolean ``(10, 10, C)`` grids flattened into float32 vectors for the MLP policy.
+
+    Examples:
+        >>> gym_make("MinAtar/Breakout-v1").observation_space.shape
+        (400,)
+    """
+    import gymnasium as gym
+
+    if not env_id.startswith("MinAtar/"):
+        return gym.make(env_id, disable_env_checker=True)
+    import minatar.gym
+    import numpy as np
+
+    if env_id not in gym.registry:
+        minatar.gym.register_envs()
+    env = gym.make(env_id, disable_env_checker=True)
+    return gym.wrappers.DtypeObservation(gym.wrappers.FlattenObservation(env), np.float32)
+
+
 def _gym_spaces(env_id: str) -> tuple[Any, Any]:
     """The observation and action spaces of ``env_id``, or a ``ValueError`` saying what is wrong.
 
@@ -79,7 +100,7 @@ def _gym_spaces(env_id: str) -> tuple[Any, Any]:
     if not isinstance(env_id, str):
         raise ValueError(f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
     try:
-        env = gym.make(env_id, disable_env_checker=True)
+        env = gym_make(env_id)
     except gym.error.Error as error:
         raise ValueError(
             f"Unknown env_id {env_id!r}: gymnasium cannot make it ({error}). Classic control "
@@ -115,7 +136,7 @@ def _make_env(env_id: str, num_envs: int | None, seed: int | None) -> EnvBase:
     import gymnasium as gym
 
     def make() -> Any:
-        return gym.make(env_id, disable_env_checker=True)
+        return gym_make(env_id)
 
     transforms: list[Any] = []
     if num_envs is None:

@@ -122,9 +122,9 @@ def main(argv: list[str]) -> int:
     except ValueError:
         parser.error(f"--seeds {args.seeds!r}: give '0-2' or '0,3,5' (non-negative integers)")
     try:
-        import gymnasium as gym
+        from torchrl_sparse.lightning.control import gym_make
 
-        gym.spec(args.task)
+        gym_make(args.task).close()
     except Exception:  # gymnasium raises several error types for unknown ids
         parser.error(f"--task {args.task!r} is not a registered gymnasium environment")
     from torchrl_sparse.experiments.local import default_jobs, thread_environment

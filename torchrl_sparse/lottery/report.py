@@ -217,6 +217,56 @@ def _input_masks(task_dir: Path, task: str, paradigms: list[str], out: Path, plt
         return
     dims = next(iter(table.values()))[0].numel()
     names = INPUT_NAMES.get(task, [f"input {i}" for i in range(dims)])
+    if dims > _MAX_INPUT_COLUMNS:  # e.g. a flattened MinAtar grid: count the inputs cut off
+        _input_counts(table, paradigms, out, dims)
+    else:
+        _input_table(table, paradigms, out, task, names, dims)
+    fig, axes = plt.subplots(1, len(paradigms), figsize=(6.9, 2.6), squeeze=False)
+    for ax, paradigm in zip(axes[0], paradigms, strict=True):
+        rounds = sorted(r for p, r in table if p == paradigm)
+        grid = np.array([torch.stack(table[paradigm, r]).float().mean(0).numpy() for r in rounds])
+        image = ax.imshow(grid, cmap="Greys", aspect="auto", vmin=0, interpolation="nearest")
+        ax.set_yticks(range(len(rounds)), [str(r) for r in rounds])
+        if dims <= _MAX_INPUT_COLUMNS:
+            ax.set_xticks(range(dims), names, rotation=30, ha="right", fontsize=7)
+        else:
+            ax.set_xlabel("input dimension")
+        ax.set_ylabel("round")
+        ax.set_title({"rl": "RL (PPO)", "bc": "behaviour cloning"}[paradigm])
+        fig.colorbar(image, ax=ax, label="connections kept")
+    fig.tight_layout()
+    for suffix in ("png", "pdf"):
+        fig.savefig(out / f"input_masks.{suffix}", dpi=150)
+    plt.close(fig)
+
+
+_MAX_INPUT_COLUMNS = 12
+
+
+def _input_counts(table: dict, paradigms: list[str], out: Path, dims: int) -> None:
+    lines = [
+        f"# Inputs left without an outgoing connection in the ticket's first layer (of {dims})",
+        "",
+        "| paradigm | round | inputs cut, per seed | mean connections kept per input |",
+        "|---|---|---|---|",
+    ]
+    rows = []
+    for paradigm, round_index in sorted(table, key=lambda k: (paradigms.index(k[0]), k[1])):
+        stacked = torch.stack(table[paradigm, round_index]).float()
+        cut = (stacked == 0).sum(1).tolist()
+        mean = stacked.mean().item()
+        lines.append(f"| {paradigm} | {round_index} | {cut} | {mean:.2f} |")
+        rows.append([paradigm, round_index, *cut])
+    (out / "input_masks.md").write_text("\n".join(lines) + "\n")
+    with (out / "input_masks.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["paradigm", "round", "inputs_cut_per_seed..."])
+        writer.writerows(rows)
+
+
+def _input_table(
+    table: dict, paradigms: list[str], out: Path, task: str, names: list[str], dims: int
+) -> None:
     lines = [
         f"# {task}: outgoing connections kept per input (first layer of the ticket)",
         "",
@@ -247,20 +297,6 @@ def _input_masks(task_dir: Path, task: str, paradigms: list[str], out: Path, plt
             ]
         )
         writer.writerows(rows)
-    fig, axes = plt.subplots(1, len(paradigms), figsize=(6.9, 2.6), squeeze=False)
-    for ax, paradigm in zip(axes[0], paradigms, strict=True):
-        rounds = sorted(r for p, r in table if p == paradigm)
-        grid = np.array([torch.stack(table[paradigm, r]).float().mean(0).numpy() for r in rounds])
-        image = ax.imshow(grid, cmap="Greys", aspect="auto", vmin=0)
-        ax.set_yticks(range(len(rounds)), [str(r) for r in rounds])
-        ax.set_xticks(range(dims), names, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("round")
-        ax.set_title({"rl": "RL (PPO)", "bc": "behaviour cloning"}[paradigm])
-        fig.colorbar(image, ax=ax, label="connections kept")
-    fig.tight_layout()
-    for suffix in ("png", "pdf"):
-        fig.savefig(out / f"input_masks.{suffix}", dpi=150)
-    plt.close(fig)
 
 
 def _layer_order(name: str) -> tuple[int, str]:

@@ -394,7 +394,6 @@ def _ensure_expert(study: LotteryStudy, seed: int, directory: Path, log: Any) ->
     expert_dir = directory / "expert"
     if (expert_dir / METADATA_FILE).exists():
         return
-    from torchrl.envs import GymEnv
 
     from torchrl_sparse.lightning.control import PPO
 
@@ -402,7 +401,9 @@ def _ensure_expert(study: LotteryStudy, seed: int, directory: Path, log: Any) ->
     module.policy_network.load_state_dict(
         torch.load(directory / "rl" / "round0" / "ticket_weights.pt", weights_only=True)
     )
-    env = GymEnv(study.task, categorical_action_encoding=True)
+    from torchrl_sparse.lightning.bc import make_gym_env
+
+    env = make_gym_env(study.task)  # the environment BC reads its specs from
     dataset = collect_expert_dataset(
         module.actor, env, study.bc_transitions, expert_dir, deterministic=True, seed=seed
     )
