@@ -43,11 +43,11 @@ import numpy as np
 import torch
 from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from torchrl_sparse._compat import new_tensordict_unchecked
+from torchrl_sparse._compat import env_output
 
 __all__ = ["ATARI_GAMES", "AtariMultiGameEnv", "make_atari_env"]
 
@@ -313,10 +313,7 @@ class AtariMultiGameEnv(EnvBase):
         }
         if reward is not None:
             source["reward"] = torch.from_numpy(reward.reshape(n, 1))
-        if self.device.type == "cpu":
-            # Fresh CPU tensors of the spec'd shapes and dtypes: skip per-key validation.
-            return new_tensordict_unchecked(source, self.batch_size, self.device)
-        return TensorDict(source, batch_size=self.batch_size, device=self.device)
+        return env_output(source, self.batch_size, self.device)
 
     def _check_open(self) -> None:
         if not self._vec:

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from torchrl_sparse._compat import new_tensordict_unchecked
+from torchrl_sparse._compat import env_output
 
 __all__ = ["MINATAR_GAMES", "MinAtarEnv", "make_minatar_env"]
 
@@ -181,10 +181,7 @@ class MinAtarEnv(EnvBase):
         }
         if reward is not None:
             source["reward"] = torch.from_numpy(reward.reshape(n, 1))
-        if self.device.type == "cpu":
-            # Fresh CPU tensors of the spec'd shapes and dtypes: skip per-key validation.
-            return new_tensordict_unchecked(source, self.batch_size, self.device)
-        return TensorDict(source, batch_size=self.batch_size, device=self.device)
+        return env_output(source, self.batch_size, self.device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         n = self.num_envs

@@ -15,11 +15,11 @@ import gymnasium as gym
 import minigrid  # noqa: F401  (registers the MiniGrid-* ids with gymnasium)
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import Compose, EnvBase, TransformedEnv
 
-from torchrl_sparse._compat import new_tensordict_unchecked
+from torchrl_sparse._compat import env_output
 from torchrl_sparse.envs.minigrid_view import (
     check_fast_observations,
     use_fast_observations,
@@ -266,12 +266,7 @@ class MiniGridMultiTaskEnv(EnvBase):
         }
         if reward is not None:
             source["reward"] = torch.from_numpy(reward.reshape(n, 1))
-        device = self.device
-        if device.type == "cpu":
-            # Fresh CPU tensors of the spec'd shapes and dtypes: skip the per-key validation of
-            # the TensorDict constructor, a large part of the fixed cost of a step.
-            return new_tensordict_unchecked(source, self.batch_size, device)
-        return TensorDict(source, batch_size=self.batch_size, device=device)
+        return env_output(source, self.batch_size, self.device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         n = self.batch_size[0]

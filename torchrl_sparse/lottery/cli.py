@@ -61,16 +61,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
-    if not seeds or min(seeds) < 0:
-        raise ValueError
-    return sorted(set(seeds))
-
-
 def _value(text: str) -> object:
     # YAML 1.1 reads "1e-3" as a string: numbers first.
     for kind in (int, float):
@@ -117,8 +107,10 @@ def _run_star(work: tuple[dict, int, int]) -> int:
 def main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from torchrl_sparse.experiments.sweep import parse_seeds
+
     try:
-        seeds = _seeds(args.seeds)
+        seeds = sorted(set(parse_seeds(args.seeds)))
     except ValueError:
         parser.error(f"--seeds {args.seeds!r}: give '0-2' or '0,3,5' (non-negative integers)")
     try:
